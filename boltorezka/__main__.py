@@ -1,0 +1,3 @@
+from boltorezka.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Shared HTTP plumbing for handlers: bodies, parameters, responses, the caller's identity."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from boltorezka.api.keys import SERVICES
+from boltorezka.context import Actor, RequestInfo
+from boltorezka.errors import (
+    InvalidInput,
+    MalformedJson,
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+
+T = TypeVar("T")
+
+ACTOR_KEY = web.RequestKey("actor", Actor)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+async def decode_body(request: web.Request, model: type[T]) -> T:
+    """Read and validate a JSON body as ``model``; every failure is a typed client error."""
+    limit = request.app[SERVICES].settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; the limit is {limit}")
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.content_type or 'none'}"
+        )
+    raw = await _read_limited(request, limit)
+    if not raw.strip():
+        raise MalformedJson("the body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedJson(str(exc)) from None
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    # Chunked bodies carry no Content-Length, so the limit is enforced while reading.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def path_uuid(request: web.Request, name: str) -> uuid.UUID:
+    raw = request.match_info[name]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput(f"path parameter {name!r} must be a UUID", field=name) from None
+
+
+def query_int(
+    request: web.Request, name: str, default: int | None, *, low: int, high: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"query parameter {name!r} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise InvalidInput(f"query parameter {name!r} must be between {low} and {high}", field=name)
+    return value
+
+
+def query_str(request: web.Request, name: str, *, max_length: int) -> str | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if len(raw) > max_length:
+        raise InvalidInput(
+            f"query parameter {name!r} must be at most {max_length} characters", field=name
+        )
+    return raw
+
+
+def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput(f"query parameter {name!r} must be a UUID", field=name) from None
+
+
+def actor(request: web.Request) -> Actor:
+    """The authenticated caller; the auth middleware put it there or the route is public."""
+    found: Actor | None = request.get(ACTOR_KEY)
+    if found is None:
+        raise Unauthenticated("send an access token in the Authorization: Bearer header")
+    return found
+
+
+def request_info(request: web.Request) -> RequestInfo:
+    return RequestInfo(
+        request_id=request.get(REQUEST_ID_KEY, ""),
+        ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", "")[:256],
+    )
+
+
+def client_ip(request: web.Request) -> str:
+    if request.app[SERVICES].settings.trusted_proxies:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.remote or ""

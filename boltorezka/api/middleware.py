@@ -1,0 +1,95 @@
+"""The one middleware every request passes: request id, identity, errors, logs, metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from boltorezka.api.http import ACTOR_KEY, REQUEST_ID_KEY
+from boltorezka.api.keys import SERVICES
+from boltorezka.api.problems import problem_response
+from boltorezka.errors import (
+    AppError,
+    InternalError,
+    InvalidToken,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_log = structlog.get_logger("boltorezka.http")
+_UNMATCHED = "unmatched"
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else _UNMATCHED
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    services = request.app[SERVICES]
+    started = time.perf_counter()
+    try:
+        await _authenticate(request)
+        response = await handler(request)
+    except AppError as error:
+        response = problem_response(error, request_id)
+    except web.HTTPException as exc:
+        response = problem_response(_from_http_exception(exc), request_id)
+    except Exception:
+        _log.exception("unhandled error", path=request.path, method=request.method)
+        response = problem_response(InternalError(), request_id)
+    elapsed = time.perf_counter() - started
+    route = _route_label(request)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    services.metrics.http_requests.labels(route, request.method, str(response.status)).inc()
+    services.metrics.http_latency.labels(route, request.method).observe(elapsed)
+    if route not in ("/healthz", "/readyz", "/metrics"):
+        _log.info(
+            "request",
+            method=request.method,
+            route=route,
+            status=response.status,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+    return response
+
+
+async def _authenticate(request: web.Request) -> None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
+    actor = await request.app[SERVICES].auth.authenticate(token.strip())
+    request[ACTOR_KEY] = actor
+    structlog.contextvars.bind_contextvars(
+        user_id=str(actor.user_id), session_id=str(actor.session_id)
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> AppError:
+    if exc.status == 404:
+        return RouteNotFound()
+    if exc.status == 405:
+        return MethodNotAllowed()
+    if exc.status == 413:
+        return PayloadTooLarge()
+    error = AppError(exc.reason)
+    # Keep the status aiohttp chose while still answering in problem format.
+    error.status = exc.status  # type: ignore[misc]
+    return error

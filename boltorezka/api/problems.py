@@ -1,0 +1,36 @@
+"""Problem JSON (RFC 9457 style) responses with a stable machine ``code``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from boltorezka.errors import AppError
+
+PROBLEM_TYPE_PREFIX = "urn:boltorezka:problem:"
+_encoder = msgspec.json.Encoder()
+
+
+def problem_response(error: AppError, request_id: str) -> web.Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + error.code,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        "retryable": error.retryable,
+        "requestId": request_id,
+    }
+    body.update(error.extra)
+    headers = {"X-Request-ID": request_id}
+    retry_after_ms = error.extra.get("retryAfterMs")
+    if isinstance(retry_after_ms, int):
+        headers["Retry-After"] = str(max(1, -(-retry_after_ms // 1000)))
+    return web.Response(
+        body=_encoder.encode(body),
+        status=error.status,
+        content_type="application/problem+json",
+        headers=headers,
+    )

@@ -1,0 +1,47 @@
+"""The aiohttp application: routes, middleware and the lifecycle of its services."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from boltorezka.api import auth, health, messages, rooms, users
+from boltorezka.api.keys import SERVICES
+from boltorezka.api.middleware import request_middleware
+from boltorezka.config import Settings
+from boltorezka.runtime import Services
+from boltorezka.store import migrate
+from boltorezka.store.database import create_pool, resolve_database_url
+
+_log = structlog.get_logger("boltorezka.app")
+
+
+def build_app(services: Services) -> web.Application:
+    """An application around already-built services (tests build their own)."""
+    app = web.Application(
+        middlewares=[request_middleware],
+        # One byte over the body limit so our own check answers with the precise message.
+        client_max_size=services.settings.max_body_bytes + 1,
+    )
+    app[SERVICES] = services
+    for module in (health, auth, users, rooms, messages):
+        app.add_routes(module.routes)
+    return app
+
+
+async def start_services(settings: Settings) -> Services:
+    """Connect to the database (embedded if none is configured) and apply migrations."""
+    url, embedded = await resolve_database_url(settings)
+    if embedded is not None:
+        _log.info("embedded postgresql started", data_dir=str(settings.data_dir))
+    pool = await create_pool(url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    try:
+        if settings.migrate_on_start:
+            async with pool.acquire() as conn:
+                applied = await migrate.apply(conn, settings.migrations_dir)
+            if applied:
+                _log.info("migrations applied", files=applied)
+    except BaseException:
+        await pool.close()
+        raise
+    return Services.build(settings, pool, embedded)

@@ -1,0 +1,182 @@
+"""Server configuration, read once from ``BOLTOREZKA_*`` environment variables.
+
+Every variable is documented in ``docs/DEVELOPMENT.md`` with its default. Secrets are
+never given defaults that could reach production: in ``production`` mode a missing or weak
+secret stops start-up; in ``dev`` mode an ephemeral one is generated for this process only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+ENV_PREFIX = "BOLTOREZKA_"
+MIN_SECRET_BYTES = 32
+# Values people paste from examples; refusing them in production is cheap insurance.
+_KNOWN_PLACEHOLDERS = frozenset(
+    {"secret", "changeme", "change-me", "dev", "development", "test", "password", "default"}
+)
+
+
+class _Getter(Protocol):
+    def __call__(self, name: str, default: str | None = None) -> str | None: ...
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or unsafe for the chosen mode."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One HMAC key for access tokens; ``kid`` goes into the JWT header."""
+
+    kid: str
+    secret: bytes = field(repr=False)
+
+    @classmethod
+    def from_secret(cls, secret: str) -> SigningKey:
+        raw = secret.encode()
+        # The key id is a short digest so rotation needs no extra variable and reveals nothing.
+        return cls(kid=hashlib.sha256(raw).hexdigest()[:12], secret=raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: str = "dev"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str | None = None
+    data_dir: Path = Path.home() / ".local" / "share" / "boltorezka"
+    migrations_dir: Path = Path(__file__).resolve().parent.parent / "migrations"
+    migrate_on_start: bool = True
+    signing_keys: tuple[SigningKey, ...] = ()
+    secret_generated: bool = False
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    max_body_bytes: int = 64 * 1024
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    log_level: str = "info"
+    log_format: str = "json"
+    login_rate_per_minute: int = 10
+    register_rate_per_minute: int = 5
+    trusted_proxies: bool = False
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def active_key(self) -> SigningKey:
+        return self.signing_keys[0]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(ENV_PREFIX + name)
+            return default if value is None or value == "" else value
+
+        mode = (get("ENV", "dev") or "dev").lower()
+        if mode not in {"dev", "production"}:
+            raise ConfigError(f"{ENV_PREFIX}ENV must be 'dev' or 'production', got {mode!r}")
+
+        keys, generated = _signing_keys(
+            get("JWT_SECRET"),
+            get("JWT_SECRET_FILE"),
+            get("JWT_PREVIOUS_SECRETS"),
+            production=mode == "production",
+        )
+        data_dir = get("DATA_DIR")
+        xdg = env.get("XDG_DATA_HOME")
+        default_data = (Path(xdg) if xdg else Path.home() / ".local" / "share") / "boltorezka"
+        migrations = get("MIGRATIONS_DIR")
+        defaults = cls()
+        return cls(
+            env=mode,
+            host=get("HOST", defaults.host) or defaults.host,
+            port=_int(get, "PORT", defaults.port, 0, 65535),
+            database_url=get("DATABASE_URL"),
+            data_dir=Path(data_dir) if data_dir else default_data,
+            migrations_dir=Path(migrations) if migrations else defaults.migrations_dir,
+            migrate_on_start=_bool(get, "MIGRATE_ON_START", True),
+            signing_keys=keys,
+            secret_generated=generated,
+            access_token_ttl=_int(get, "ACCESS_TOKEN_TTL", defaults.access_token_ttl, 30, 86400),
+            refresh_token_ttl=_int(
+                get, "REFRESH_TOKEN_TTL", defaults.refresh_token_ttl, 300, 365 * 86400
+            ),
+            max_body_bytes=_int(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 16 << 20),
+            db_pool_min=_int(get, "DB_POOL_MIN", defaults.db_pool_min, 0, 1000),
+            db_pool_max=_int(get, "DB_POOL_MAX", defaults.db_pool_max, 1, 1000),
+            log_level=(get("LOG_LEVEL", "info") or "info").lower(),
+            log_format=(get("LOG_FORMAT", "json") or "json").lower(),
+            login_rate_per_minute=_int(get, "LOGIN_RATE_PER_MINUTE", 10, 1, 100000),
+            register_rate_per_minute=_int(get, "REGISTER_RATE_PER_MINUTE", 5, 1, 100000),
+            trusted_proxies=_bool(get, "TRUST_PROXY_HEADERS", False),
+        )
+
+
+def _signing_keys(
+    secret: str | None, secret_file: str | None, previous: str | None, *, production: bool
+) -> tuple[tuple[SigningKey, ...], bool]:
+    if secret is None and secret_file is not None:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {ENV_PREFIX}JWT_SECRET_FILE: {exc.strerror}") from None
+    generated = False
+    if secret is None:
+        if production:
+            raise ConfigError(
+                f"{ENV_PREFIX}JWT_SECRET (or {ENV_PREFIX}JWT_SECRET_FILE) is required in production"
+            )
+        secret = secrets.token_urlsafe(48)
+        generated = True
+    elif production:
+        _check_strong(secret, "JWT_SECRET")
+    keys = [SigningKey.from_secret(secret)]
+    for old in (previous or "").split(","):
+        old = old.strip()
+        if old:
+            keys.append(SigningKey.from_secret(old))
+    return tuple(keys), generated
+
+
+def _check_strong(secret: str, name: str) -> None:
+    if secret.lower() in _KNOWN_PLACEHOLDERS or len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{ENV_PREFIX}{name} is a placeholder or shorter than {MIN_SECRET_BYTES} bytes; "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+
+
+def _int(get: _Getter, name: str, default: int, low: int, high: int) -> int:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(get: _Getter, name: str, default: bool) -> bool:
+    raw = get(name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{ENV_PREFIX}{name} must be a boolean (true/false), got {raw!r}")

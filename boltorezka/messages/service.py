@@ -1,0 +1,201 @@
+"""Posting, history, edits, deletions, search and read markers for room messages.
+
+An acknowledged message is durable: ``post`` returns only after the transaction that
+assigned its seq has committed, and only then is the event published.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from boltorezka.context import Actor, RequestInfo
+from boltorezka.errors import (
+    Forbidden,
+    IdempotencyConflict,
+    InvalidInput,
+    MessageDeleted,
+    MessageNotFound,
+)
+from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
+from boltorezka.rooms.service import (
+    ROLE_RANK,
+    require_member,
+    require_writable,
+    resolve_access,
+)
+from boltorezka.store import audit
+from boltorezka.store import messages as store
+from boltorezka.store import rooms as room_store
+from boltorezka.store.records import Message
+
+
+class PostResult(msgspec.Struct, frozen=True):
+    message: Message
+    created: bool
+
+
+class ReadMarker(msgspec.Struct, rename="camel", kw_only=True):
+    room_id: uuid.UUID
+    seq: int
+    unread_count: int
+
+
+def message_event_data(message: Message) -> dict[str, object]:
+    return {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
+
+
+class MessageService:
+    def __init__(self, pool: asyncpg.Pool, events: EventPublisher | None = None) -> None:
+        self._pool = pool
+        self.events: EventPublisher = events or NullPublisher()
+
+    async def post(
+        self,
+        actor: Actor,
+        room_id: uuid.UUID,
+        client_msg_id: str,
+        body: str,
+        reply_to: uuid.UUID | None,
+    ) -> PostResult:
+        existing = await store.by_client_id(self._pool, actor.user_id, client_msg_id)
+        if existing is not None:
+            return self._replay(existing, room_id, body)
+        async with self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    access = await resolve_access(conn, actor, room_id)
+                    require_member(access)
+                    require_writable(access)
+                    if reply_to is not None and await store.get(conn, room_id, reply_to) is None:
+                        raise InvalidInput(
+                            "replyTo must be a message in this room", field="replyTo"
+                        )
+                    message = await store.insert_next(
+                        conn, room_id, actor.user_id, client_msg_id, body, reply_to
+                    )
+            except asyncpg.UniqueViolationError:
+                # A concurrent send with the same clientMsgId committed first.
+                winner = await store.by_client_id(conn, actor.user_id, client_msg_id)
+                if winner is None:
+                    raise
+                return self._replay(winner, room_id, body)
+        await self.events.publish(
+            RoomEvent(room_id=room_id, kind="chat.message", data=message_event_data(message))
+        )
+        return PostResult(message, True)
+
+    @staticmethod
+    def _replay(existing: Message, room_id: uuid.UUID, body: str) -> PostResult:
+        if existing.room_id != room_id or (existing.deleted_at is None and existing.body != body):
+            raise IdempotencyConflict()
+        return PostResult(existing, False)
+
+    async def history(
+        self,
+        actor: Actor,
+        room_id: uuid.UUID,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> list[Message]:
+        access = await resolve_access(self._pool, actor, room_id)
+        require_member(access)
+        return await store.page(self._pool, room_id, before=before, after=after, limit=limit)
+
+    async def edit(
+        self, actor: Actor, room_id: uuid.UUID, message_id: uuid.UUID, body: str
+    ) -> Message:
+        async with self._pool.acquire() as conn, conn.transaction():
+            access = await resolve_access(conn, actor, room_id)
+            require_member(access)
+            require_writable(access)
+            current = await store.get(conn, room_id, message_id)
+            if current is None:
+                raise MessageNotFound()
+            if current.sender_id != actor.user_id:
+                raise Forbidden("only the sender can edit a message")
+            if current.deleted_at is not None:
+                raise MessageDeleted()
+            message = await store.edit(conn, message_id, body)
+        await self.events.publish(
+            RoomEvent(room_id=room_id, kind="chat.edited", data=message_event_data(message))
+        )
+        return message
+
+    async def delete(
+        self, actor: Actor, room_id: uuid.UUID, message_id: uuid.UUID, info: RequestInfo
+    ) -> Message:
+        async with self._pool.acquire() as conn, conn.transaction():
+            access = await resolve_access(conn, actor, room_id)
+            role = require_member(access)
+            current = await store.get(conn, room_id, message_id)
+            if current is None:
+                raise MessageNotFound()
+            moderating = current.sender_id != actor.user_id
+            if moderating and ROLE_RANK[role] < ROLE_RANK["admin"]:
+                raise Forbidden("only the sender or a room admin can delete a message")
+            if current.deleted_at is not None:
+                return current
+            message = await store.soft_delete(conn, message_id)
+            if moderating:
+                await audit.record(
+                    conn,
+                    "message.delete",
+                    info,
+                    actor_id=actor.user_id,
+                    target_type="message",
+                    target_id=message_id,
+                    room_id=room_id,
+                    details={"senderId": str(current.sender_id), "seq": current.seq},
+                )
+        await self.events.publish(
+            RoomEvent(
+                room_id=room_id,
+                kind="chat.deleted",
+                data={"roomId": str(room_id), "messageId": str(message_id), "seq": message.seq},
+            )
+        )
+        return message
+
+    async def search(
+        self,
+        actor: Actor,
+        query: str,
+        *,
+        room_id: uuid.UUID | None,
+        limit: int,
+        cursor: tuple[datetime, uuid.UUID] | None,
+    ) -> list[Message]:
+        if room_id is not None:
+            require_member(await resolve_access(self._pool, actor, room_id))
+        return await store.search(
+            self._pool, actor.user_id, query, room_id=room_id, limit=limit, cursor=cursor
+        )
+
+    async def mark_read(self, actor: Actor, room_id: uuid.UUID, seq: int) -> ReadMarker:
+        async with self._pool.acquire() as conn, conn.transaction():
+            access = await resolve_access(conn, actor, room_id)
+            require_member(access)
+            if seq > access.room.last_seq:
+                raise InvalidInput(
+                    f"seq {seq} is past the newest message ({access.room.last_seq})", field="seq"
+                )
+            stored = await room_store.set_read_marker(conn, room_id, actor.user_id, seq)
+        marker = ReadMarker(
+            room_id=room_id, seq=stored, unread_count=max(0, access.room.last_seq - stored)
+        )
+        # Only the reader's own devices need this: it keeps their unread counts in step.
+        await self.events.publish(
+            RoomEvent(
+                room_id=room_id,
+                kind="chat.read",
+                data={"roomId": str(room_id), "userId": str(actor.user_id), "seq": stored},
+                only_users=(actor.user_id,),
+            )
+        )
+        return marker

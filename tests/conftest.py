@@ -1,0 +1,124 @@
+"""Fixtures: a real PostgreSQL (the local one, else an embedded one), one schema per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from boltorezka.app import build_app
+from boltorezka.config import Settings, SigningKey
+from boltorezka.runtime import Services
+from boltorezka.store import migrate
+from boltorezka.store.database import create_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+LOCAL_URL = os.environ.get(
+    "BOLTOREZKA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TEST_SECRET = "test-signing-secret-that-is-long-enough-0123456789"
+
+
+def _local_postgres_answers(url: str) -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(url, timeout=3)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """The server tests run against: the local one when it answers, else an embedded one."""
+    if _local_postgres_answers(LOCAL_URL):
+        yield LOCAL_URL
+        return
+    from boltorezka.store.database import EMBEDDED_DATABASE, start_embedded
+
+    with tempfile.TemporaryDirectory(prefix="boltorezka-test-pg-") as tmp:
+        server = start_embedded(Path(tmp))
+        yield str(server.get_uri(EMBEDDED_DATABASE))
+        server.cleanup()
+
+
+@dataclass
+class TestDatabase:
+    url: str
+    schema: str
+
+    @property
+    def server_settings(self) -> dict[str, str]:
+        return {"search_path": self.schema}
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, server_settings=self.server_settings)
+
+
+@pytest.fixture
+async def test_db(pg_url: str) -> AsyncIterator[TestDatabase]:
+    """A fresh, empty schema; dropped with everything in it after the test."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield TestDatabase(pg_url, schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+def settings(test_db: TestDatabase) -> Settings:
+    return Settings(
+        env="dev",
+        database_url=test_db.url,
+        migrations_dir=MIGRATIONS,
+        signing_keys=(SigningKey.from_secret(TEST_SECRET),),
+        login_rate_per_minute=10_000,
+        register_rate_per_minute=10_000,
+    )
+
+
+@pytest.fixture
+async def pool(test_db: TestDatabase) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(
+        test_db.url, min_size=1, max_size=10, server_settings=test_db.server_settings
+    )
+    async with pool.acquire() as conn:
+        await migrate.apply(conn, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def services(settings: Settings, pool: asyncpg.Pool) -> Services:
+    return Services.build(settings, pool)
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[TestClient[Any, Any]]:
+    server = TestServer(build_app(services), host="127.0.0.1")
+    async with TestClient(server) as test_client:
+        yield test_client
+
+
+async def make_client(services: Services, **overrides: Any) -> TestClient[Any, Any]:
+    """A client for an app whose settings differ from the default test settings."""
+    custom = Services.build(replace(services.settings, **overrides), services.pool)
+    test_client: TestClient[Any, Any] = TestClient(TestServer(build_app(custom), host="127.0.0.1"))
+    await test_client.start_server()
+    return test_client
