@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import structlog
 from aiohttp import web
 
 from boltorezka.api import auth, health, messages, rooms, users
-from boltorezka.api.keys import SERVICES
+from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
+from boltorezka.bus import MemoryBus
 from boltorezka.config import Settings
+from boltorezka.realtime.gateway import Gateway, attach
+from boltorezka.realtime.hub import Hub
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool, resolve_database_url
@@ -26,6 +31,24 @@ def build_app(services: Services) -> web.Application:
     app[SERVICES] = services
     for module in (health, auth, users, rooms, messages):
         app.add_routes(module.routes)
+
+    bus = MemoryBus()
+    hub = Hub(bus, services.pool, services.metrics)
+    gateway = Gateway(services, hub)
+    services.rooms.events = hub
+    services.messages.events = hub
+    services.auth.session_listener = hub.session_revoked
+    app[GATEWAY] = gateway
+    attach(app, gateway)
+
+    async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await bus.start()
+        await hub.start()
+        yield
+        await hub.close()
+        await bus.close()
+
+    app.cleanup_ctx.append(realtime_lifecycle)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 
@@ -11,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from boltorezka import __version__
+from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
@@ -90,8 +92,15 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    _log.info("shutting down")
+    _log.info("draining")
     services.extras["draining"] = True
+    gateway = app[GATEWAY]
+    gateway.draining = True
+    # Stop accepting first, then let live sockets finish their requests and move on.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2):
+            await site.stop()
+    await gateway.drain()
     await runner.cleanup()
     await services.pool.close()
     _log.info("stopped")

@@ -66,6 +66,22 @@ class Settings:
     login_rate_per_minute: int = 10
     register_rate_per_minute: int = 5
     trusted_proxies: bool = False
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_heartbeat_seconds: float = 20.0
+    ws_auth_timeout_seconds: float = 10.0
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_outbound_queue: int = 256
+    ws_violation_budget: int = 20
+    ws_connect_rate_per_minute: int = 60
+    ws_drain_seconds: float = 10.0
+    ws_close_timeout_seconds: float = 5.0
+    ws_send_buffer_bytes: int = 0
+    chat_send_burst: int = 20
+    chat_send_per_second: float = 5.0
+    typing_burst: int = 5
+    typing_per_second: float = 1.0
+    auth_expiry_warning_seconds: int = 60
+    node_id: str = ""
 
     @property
     def production(self) -> bool:
@@ -120,6 +136,26 @@ class Settings:
             login_rate_per_minute=_int(get, "LOGIN_RATE_PER_MINUTE", 10, 1, 100000),
             register_rate_per_minute=_int(get, "REGISTER_RATE_PER_MINUTE", 5, 1, 100000),
             trusted_proxies=_bool(get, "TRUST_PROXY_HEADERS", False),
+            ws_allowed_origins=tuple(
+                o.strip().rstrip("/")
+                for o in (get("WS_ALLOWED_ORIGINS") or "").split(",")
+                if o.strip()
+            ),
+            ws_heartbeat_seconds=_float(get, "WS_HEARTBEAT_SECONDS", 20.0, 0.1, 3600),
+            ws_auth_timeout_seconds=_float(get, "WS_AUTH_TIMEOUT_SECONDS", 10.0, 0.1, 600),
+            ws_max_frame_bytes=_int(get, "WS_MAX_FRAME_BYTES", 64 * 1024, 1024, 16 << 20),
+            ws_outbound_queue=_int(get, "WS_OUTBOUND_QUEUE", 256, 1, 1_000_000),
+            ws_violation_budget=_int(get, "WS_VIOLATION_BUDGET", 20, 1, 1_000_000),
+            ws_connect_rate_per_minute=_int(get, "WS_CONNECT_RATE_PER_MINUTE", 60, 1, 1_000_000),
+            ws_drain_seconds=_float(get, "WS_DRAIN_SECONDS", 10.0, 0, 600),
+            ws_close_timeout_seconds=_float(get, "WS_CLOSE_TIMEOUT_SECONDS", 5.0, 0.1, 600),
+            ws_send_buffer_bytes=_int(get, "WS_SEND_BUFFER_BYTES", 0, 0, 64 << 20),
+            chat_send_burst=_int(get, "CHAT_SEND_BURST", 20, 1, 1_000_000),
+            chat_send_per_second=_float(get, "CHAT_SEND_PER_SECOND", 5.0, 0.001, 1_000_000),
+            typing_burst=_int(get, "TYPING_BURST", 5, 1, 1_000_000),
+            typing_per_second=_float(get, "TYPING_PER_SECOND", 1.0, 0.001, 1_000_000),
+            auth_expiry_warning_seconds=_int(get, "AUTH_EXPIRY_WARNING_SECONDS", 60, 1, 3600),
+            node_id=get("NODE_ID") or "",
         )
 
 
@@ -145,6 +181,9 @@ def _signing_keys(
     for old in (previous or "").split(","):
         old = old.strip()
         if old:
+            if production:
+                # A previous key still verifies tokens, so a weak one lets anyone mint them.
+                _check_strong(old, "JWT_PREVIOUS_SECRETS")
             keys.append(SigningKey.from_secret(old))
     return tuple(keys), generated
 
@@ -165,6 +204,19 @@ def _int(get: _Getter, name: str, default: int, low: int, high: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(get: _Getter, name: str, default: float, low: float, high: float) -> float:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{ENV_PREFIX}{name} must be between {low} and {high}, got {value}")
     return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -53,6 +54,8 @@ class AuthService:
         self._login_limiter = login_limiter
         self._register_limiter = register_limiter
         self._metrics = metrics
+        # Set by the realtime plane so that live sockets of a revoked session close at once.
+        self.session_listener: Callable[[uuid.UUID], Awaitable[None]] | None = None
 
     async def register(
         self,
@@ -153,6 +156,7 @@ class AuthService:
                     details={"reason": "refresh_token_reused"},
                 )
                 self._metrics.auth_events.labels("refresh", "reused").inc()
+                await self._session_ended(session_id)
                 raise RefreshTokenReused()
         self._metrics.auth_events.labels("refresh", "invalid").inc()
         raise InvalidRefreshToken()
@@ -189,6 +193,11 @@ class AuthService:
                 target_id=session_id,
                 details={"reason": reason},
             )
+        await self._session_ended(session_id)
+
+    async def _session_ended(self, session_id: uuid.UUID) -> None:
+        if self.session_listener is not None:
+            await self.session_listener(session_id)
 
     async def _open_session(
         self, conn: Conn, user: User, device_name: str, info: RequestInfo

@@ -208,3 +208,24 @@ async def set_read_marker(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID
         seq,
     )
     return value
+
+
+async def read_markers(conn: Executor, room_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    rows = await conn.fetch(
+        "SELECT user_id, last_read_seq FROM room_members WHERE room_id = $1", room_id
+    )
+    return {r["user_id"]: r["last_read_seq"] for r in rows}
+
+
+async def room_ids_for_user(conn: Executor, user_id: uuid.UUID) -> set[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT m.room_id FROM room_members m JOIN rooms r ON r.id = m.room_id "
+        "WHERE m.user_id = $1 AND r.deleted_at IS NULL",
+        user_id,
+    )
+    return {r["room_id"] for r in rows}
+
+
+async def room_last_seq(conn: Executor, room_id: uuid.UUID) -> int:
+    value: int = await conn.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
+    return value

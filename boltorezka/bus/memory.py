@@ -1,0 +1,33 @@
+"""In-process bus for a single node: publish calls the subscribers directly."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import structlog
+
+from boltorezka.bus.base import Handler
+
+_log = structlog.get_logger("boltorezka.bus")
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self._handlers: defaultdict[str, list[Handler]] = defaultdict(list)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._handlers.clear()
+
+    def subscribe(self, channel: str, handler: Handler) -> None:
+        self._handlers[channel].append(handler)
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        for handler in list(self._handlers.get(channel, ())):
+            try:
+                await handler(data)
+            except Exception:
+                # One failing subscriber must not keep the event from the others.
+                _log.exception("bus handler failed", channel=channel)

@@ -1,0 +1,154 @@
+"""One WebSocket connection: identity, room subscriptions and a bounded outbound queue.
+
+Nothing sends on the socket directly. Frames go into a bounded queue drained by one writer
+task, so a slow reader only ever fills its own queue; when that overflows the connection
+is closed with a code that tells the client to reconnect and resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from boltorezka.context import RequestInfo
+from boltorezka.observability.metrics import Metrics
+from boltorezka.realtime import protocol
+from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.realtime.sequencing import SeqGate
+
+_log = structlog.get_logger("boltorezka.realtime")
+
+# (frame, commit time of the chat message it carries, or None)
+Outbound = tuple[bytes, float | None]
+
+
+@dataclass
+class RoomSubscription:
+    room_id: uuid.UUID
+    gate: SeqGate[Outbound] = field(default_factory=SeqGate)
+    gap_task: asyncio.Task[None] | None = None
+
+
+class Connection:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        queue_size: int,
+        close_timeout: float,
+        metrics: Metrics,
+        on_overflow: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.ws = ws
+        self.user_id: uuid.UUID | None = None
+        self.session_id: uuid.UUID | None = None
+        self.username = ""
+        self.token_expires_at = 0
+        self.status = "online"
+        self.subscriptions: dict[uuid.UUID, RoomSubscription] = {}
+        self.member_rooms: set[uuid.UUID] = set()
+        self.violations = 0
+        self.request_info = RequestInfo()
+        self.close_code: int | None = None
+        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
+        self._close_timeout = close_timeout
+        self._metrics = metrics
+        self._on_overflow = on_overflow
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None or self.ws.closed
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    def send(self, message: protocol.ServerMessage) -> None:
+        self.send_raw(protocol.encode(message))
+
+    def send_raw(self, frame: bytes, committed_at: float | None = None) -> None:
+        """Queue a frame; never blocks. Overflow closes the connection for resume."""
+        if self.close_code is not None:
+            return
+        try:
+            self._queue.put_nowait((frame, committed_at))
+        except asyncio.QueueFull:
+            self._metrics.ws_queue_overflows.inc()
+            _log.warning(
+                "outbound queue overflow; closing for resume",
+                connection=self.id,
+                user_id=str(self.user_id),
+            )
+            if self._on_overflow is not None:
+                self._on_overflow(self)
+            self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
+
+    def close_soon(self, code: CloseCode) -> None:
+        """Close from synchronous code; the close happens on its own task."""
+        if self._closing is None and self.close_code is None:
+            self._closing = asyncio.create_task(self.close(code), name=f"ws-close-{self.id}")
+
+    async def close(self, code: CloseCode, *, flush: bool = False) -> None:
+        """Close with ``code``. With ``flush``, frames already queued are sent first."""
+        if self.close_code is not None:
+            return
+        if flush and self._writer is not None and not self._writer.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._close_timeout):
+                    await self._queue.join()
+        self.close_code = int(code)
+        self._metrics.ws_closes.labels(str(int(code))).inc()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await self.ws.close(code=int(code), message=code.reason.encode())
+        except (TimeoutError, ConnectionError, RuntimeError):
+            # The peer is not reading: drop the transport and everything buffered for it.
+            self._abort()
+
+    def _abort(self) -> None:
+        request = getattr(self.ws, "_req", None)
+        transport = getattr(request, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+    async def _write_loop(self) -> None:
+        while True:
+            frame, committed_at = await self._queue.get()
+            try:
+                await self.ws.send_frame(frame, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                self._queue.task_done()
+                return
+            self._queue.task_done()
+            self._metrics.ws_messages_out.inc()
+            if committed_at is not None:
+                self._metrics.ws_delivery_latency.observe(max(0.0, time.time() - committed_at))
+
+    async def stop(self) -> None:
+        """Stop the writer and any room gap-fill tasks (after the socket is gone)."""
+        tasks = [t for t in (self._writer, self._closing) if t is not None]
+        tasks += [s.gap_task for s in self.subscriptions.values() if s.gap_task is not None]
+        for task in tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for task in tasks:
+            if task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

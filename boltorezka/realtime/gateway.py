@@ -1,0 +1,287 @@
+"""The WebSocket endpoint ``/v1/ws``: upgrade checks, the read loop, errors and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+import uuid
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from boltorezka.api.http import client_ip, request_info
+from boltorezka.errors import AppError, Forbidden, InternalError, RateLimited, Unavailable
+from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.realtime import protocol
+from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.realtime.connection import Connection
+from boltorezka.realtime.handlers import ALREADY_ACKED, RequestHandlers
+from boltorezka.realtime.hub import Hub
+from boltorezka.runtime import Services
+
+_log = structlog.get_logger("boltorezka.gateway")
+
+FEATURES = ["chat", "presence", "typing", "resume", "notifications", "read-markers"]
+BINARY_NOT_SUPPORTED = "binary_not_supported"
+# Frames up to this multiple of the limit are read and answered with frame_too_large;
+# beyond it the transport refuses to buffer them at all and closes with 1009.
+_HARD_FRAME_FACTOR = 4
+
+
+class OriginRejected(Forbidden):
+    code = "origin_rejected"
+    title = "This Origin may not open a WebSocket here"
+
+
+class Gateway:
+    def __init__(self, services: Services, hub: Hub) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.hub = hub
+        self.handlers = RequestHandlers(services, hub)
+        self.node_id = self.settings.node_id or f"node-{uuid.uuid4().hex[:8]}"
+        self._connect_limiter = TokenBucketLimiter.per_minute(
+            self.settings.ws_connect_rate_per_minute
+        )
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- upgrade --------------------------------------------------------------------------
+
+    def _check_origin(self, request: web.Request) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return  # not a browser: cross-site hijacking needs a browser's ambient cookies
+        allowed = self.settings.ws_allowed_origins
+        if "*" in allowed:
+            return
+        normalized = origin.rstrip("/")
+        if normalized in allowed:
+            return
+        host = request.headers.get("Host", "")
+        if not allowed and normalized in (f"http://{host}", f"https://{host}"):
+            return  # with no list configured, only same-origin pages may connect
+        raise OriginRejected(f"Origin {origin!r} is not in BOLTOREZKA_WS_ALLOWED_ORIGINS")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.draining:
+            raise Unavailable("this node is draining; reconnect to another one")
+        self._check_origin(request)
+        wait_ms = self._connect_limiter.acquire(f"ip:{client_ip(request)}")
+        if wait_ms:
+            raise RateLimited(wait_ms, "too many WebSocket connections from this address")
+
+        settings = self.settings
+        ws = web.WebSocketResponse(
+            heartbeat=settings.ws_heartbeat_seconds,
+            max_msg_size=settings.ws_max_frame_bytes * _HARD_FRAME_FACTOR,
+            autoping=True,
+        )
+        await ws.prepare(request)
+        if settings.ws_send_buffer_bytes and request.transport is not None:
+            sock = request.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.ws_send_buffer_bytes)
+        conn = Connection(
+            ws,
+            queue_size=settings.ws_outbound_queue,
+            close_timeout=settings.ws_close_timeout_seconds,
+            metrics=self.services.metrics,
+        )
+        conn.request_info = request_info(request)
+        conn.start()
+        self.hub.add(conn)
+        structlog.contextvars.bind_contextvars(connection=conn.id)
+        conn.send(self._capabilities(conn))
+        watchdog = asyncio.create_task(self._watch_session(conn), name=f"ws-session-{conn.id}")
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    await self._on_text(conn, frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    self._violation(
+                        conn,
+                        protocol.nack(
+                            None, BINARY_NOT_SUPPORTED, "send JSON envelopes as text frames"
+                        ),
+                    )
+                elif frame.type == WSMsgType.ERROR:
+                    break
+                if conn.closed:
+                    break
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            self.hub.remove(conn)
+            await conn.stop()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    def _capabilities(self, conn: Connection) -> protocol.ServerCapabilities:
+        s = self.settings
+        return protocol.ServerCapabilities(
+            payload=protocol.CapabilitiesPayload(
+                protocol_versions=list(protocol.SUPPORTED_VERSIONS),
+                features=FEATURES,
+                limits=protocol.Limits(
+                    max_frame_bytes=s.ws_max_frame_bytes,
+                    rates={
+                        "chatSendPerSecond": s.chat_send_per_second,
+                        "chatSendBurst": float(s.chat_send_burst),
+                        "typingPerSecond": s.typing_per_second,
+                        "connectsPerMinute": float(s.ws_connect_rate_per_minute),
+                    },
+                ),
+                heartbeat_interval_ms=int(s.ws_heartbeat_seconds * 1000),
+                node_id=self.node_id,
+                session_id=conn.id,
+                # Messages are durable, so a resume works for as long as the client can sign in.
+                resume_window_seconds=s.refresh_token_ttl,
+            )
+        )
+
+    # --- frames ---------------------------------------------------------------------------
+
+    async def _on_text(self, conn: Connection, data: str) -> None:
+        try:
+            message = protocol.decode_client(data, max_frame_bytes=self.settings.ws_max_frame_bytes)
+        except protocol.ProtocolError as exc:
+            self._violation(conn, exc.to_nack())
+            return
+        msg_type = protocol.message_type(message)
+        self.services.metrics.ws_messages_in.labels(msg_type).inc()
+        if not conn.authenticated and not isinstance(message, protocol.Auth | protocol.Ping):
+            self._nack(
+                conn,
+                message.request_id,
+                "unauthenticated",
+                "send an auth message with your access token first",
+            )
+            return
+        handler = self.handlers.table[type(message)]
+        self._begin()
+        try:
+            result = await handler(conn, message)
+        except AppError as error:
+            self._nack_error(conn, message.request_id, error)
+            if isinstance(message, protocol.Auth):
+                await conn.close(CloseCode.AUTH_FAILED, flush=True)
+            return
+        except Exception:
+            _log.exception("handler failed", type=msg_type)
+            self._nack_error(conn, message.request_id, InternalError())
+            return
+        finally:
+            self._end()
+        if result is not ALREADY_ACKED:
+            conn.send(protocol.ack(message.request_id, result))
+
+    def _nack_error(self, conn: Connection, request_id: str | None, error: AppError) -> None:
+        retry = error.extra.get("retryAfterMs")
+        self._nack(
+            conn,
+            request_id,
+            error.code,
+            error.detail,
+            retryable=error.retryable,
+            retry_after_ms=retry if isinstance(retry, int) else None,
+        )
+
+    def _nack(
+        self,
+        conn: Connection,
+        request_id: str | None,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        self.services.metrics.ws_nacks.labels(code).inc()
+        conn.send(
+            protocol.nack(
+                request_id, code, message, retryable=retryable, retry_after_ms=retry_after_ms
+            )
+        )
+
+    def _violation(self, conn: Connection, nack: protocol.Nack) -> None:
+        self.services.metrics.ws_nacks.labels(nack.payload.code).inc()
+        conn.send(nack)
+        conn.violations += 1
+        if conn.violations > self.settings.ws_violation_budget:
+            conn.close_soon(CloseCode.POLICY_VIOLATION_BUDGET)
+
+    # --- session expiry -------------------------------------------------------------------
+
+    async def _watch_session(self, conn: Connection) -> None:
+        """Close unauthenticated sockets in time; warn before the token expires, then close."""
+        deadline = time.monotonic() + self.settings.ws_auth_timeout_seconds
+        while not conn.authenticated:
+            if time.monotonic() >= deadline:
+                await conn.close(CloseCode.AUTH_TIMEOUT)
+                return
+            await asyncio.sleep(min(0.1, self.settings.ws_auth_timeout_seconds))
+        warned_for = 0
+        while True:
+            expires_at = conn.token_expires_at
+            now = time.time()
+            if now >= expires_at:
+                conn.send(
+                    protocol.ServerError(
+                        payload=protocol.ErrorPayload(
+                            code="session_expired", message="the access token expired"
+                        )
+                    )
+                )
+                await conn.close(CloseCode.SESSION_EXPIRED, flush=True)
+                return
+            warn_at = expires_at - self.settings.auth_expiry_warning_seconds
+            if now >= warn_at and warned_for != expires_at:
+                warned_for = expires_at
+                conn.send(
+                    protocol.AuthExpiring(
+                        payload=protocol.AuthExpiringPayload(expires_at=expires_at)
+                    )
+                )
+            next_check = expires_at if warned_for == expires_at else warn_at
+            await asyncio.sleep(max(0.05, min(1.0, next_check - now)))
+
+    # --- draining -------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Refuse new sockets, tell clients to move, finish requests, close with 1012."""
+        self.draining = True
+        connections = list(self.hub.connections.values())
+        reconnect_ms = 500
+        for conn in connections:
+            conn.send(
+                protocol.ServerDraining(
+                    payload=protocol.DrainingPayload(reconnect_after_ms=reconnect_ms)
+                )
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.ws_drain_seconds):
+                await self._idle.wait()
+        await asyncio.gather(
+            *(conn.close(CloseCode.SERVICE_RESTART, flush=True) for conn in connections),
+            return_exceptions=True,
+        )
+
+
+def attach(app: web.Application, gateway: Gateway) -> None:
+    app.router.add_get("/v1/ws", gateway.handle)

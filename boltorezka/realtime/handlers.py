@@ -1,0 +1,267 @@
+"""What each client request does. Every handler returns the ``ack`` result or raises.
+
+Handlers run one at a time per connection, in arrival order, so a client that sends
+``room.join`` then ``chat.send`` can rely on the join having happened. Authorization comes
+from the stored membership on every request, never from what the client claims.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from boltorezka.context import Actor
+from boltorezka.errors import AppError, InvalidInput, RateLimited, Unauthenticated
+from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.realtime import protocol
+from boltorezka.realtime.connection import Connection
+from boltorezka.realtime.hub import Hub, event_frame
+from boltorezka.rooms.service import require_member, resolve_access
+from boltorezka.runtime import Services
+from boltorezka.store import messages as message_store
+from boltorezka.store import rooms as room_store
+from boltorezka.store import users as user_store
+from boltorezka.store.records import Message
+
+HISTORY_BATCH = 200
+
+Handler = Callable[[Connection, Any], Awaitable[Any]]
+
+
+class TokenMismatch(AppError):
+    status = 403
+    code = "token_mismatch"
+    title = "auth.refresh must carry a token for the same user and device session"
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(message)
+    return data
+
+
+class RequestHandlers:
+    def __init__(self, services: Services, hub: Hub) -> None:
+        self.services = services
+        self.hub = hub
+        settings = services.settings
+        self._send_limiter = TokenBucketLimiter(
+            settings.chat_send_burst, settings.chat_send_per_second
+        )
+        self._typing_limiter = TokenBucketLimiter(settings.typing_burst, settings.typing_per_second)
+        self.table: dict[type[Any], Handler] = {
+            protocol.Auth: self.auth,
+            protocol.AuthRefresh: self.auth_refresh,
+            protocol.Ping: self.ping,
+            protocol.RoomJoin: self.room_join,
+            protocol.RoomLeave: self.room_leave,
+            protocol.PresenceSet: self.presence_set,
+            protocol.TypingStart: self.typing_start,
+            protocol.TypingStop: self.typing_stop,
+            protocol.ChatSend: self.chat_send,
+            protocol.ChatEdit: self.chat_edit,
+            protocol.ChatDelete: self.chat_delete,
+            protocol.ChatRead: self.chat_read,
+            protocol.ChatHistory: self.chat_history,
+        }
+
+    @staticmethod
+    def actor(conn: Connection) -> Actor:
+        if conn.user_id is None or conn.session_id is None:
+            raise Unauthenticated("send an auth message with your access token first")
+        return Actor(user_id=conn.user_id, session_id=conn.session_id)
+
+    # --- session --------------------------------------------------------------------------
+
+    async def auth(self, conn: Connection, msg: protocol.Auth) -> Any:
+        if conn.authenticated:
+            raise InvalidInput("this connection is already authenticated; use auth.refresh")
+        actor = await self.services.auth.authenticate(msg.payload.token)
+        claims = self.services.auth.codec.verify(msg.payload.token)
+        user = await user_store.get(self.services.pool, actor.user_id)
+        if user is None:
+            raise Unauthenticated("the account no longer exists")
+        rooms = await room_store.room_ids_for_user(self.services.pool, actor.user_id)
+        conn.user_id, conn.session_id = actor.user_id, actor.session_id
+        conn.username = user.username
+        conn.token_expires_at = claims.expires_at
+        self.hub.authenticated(conn, rooms)
+        return {
+            "userId": str(actor.user_id),
+            "sessionId": str(actor.session_id),
+            "expiresAt": claims.expires_at,
+        }
+
+    async def auth_refresh(self, conn: Connection, msg: protocol.AuthRefresh) -> Any:
+        current = self.actor(conn)
+        actor = await self.services.auth.authenticate(msg.payload.token)
+        if actor != current:
+            raise TokenMismatch()
+        claims = self.services.auth.codec.verify(msg.payload.token)
+        conn.token_expires_at = claims.expires_at
+        return {"expiresAt": claims.expires_at}
+
+    async def ping(self, conn: Connection, msg: protocol.Ping) -> Any:
+        # The ack is the pong: every request gets exactly one answer.
+        return {"ts": msg.payload.ts, "serverTime": int(time.time() * 1000)}
+
+    # --- rooms ----------------------------------------------------------------------------
+
+    async def room_join(self, conn: Connection, msg: protocol.RoomJoin) -> Any:
+        actor = self.actor(conn)
+        room_id = msg.payload.room_id
+        pool = self.services.pool
+        access = await resolve_access(pool, actor, room_id)
+        require_member(access)
+        last_seq = msg.payload.last_seq
+        if last_seq is not None and last_seq > access.room.last_seq:
+            raise InvalidInput(
+                f"lastSeq {last_seq} is past the room's newest message ({access.room.last_seq})",
+                field="lastSeq",
+            )
+        # Subscribe before reading: everything committed from now on is buffered, and
+        # the gate drops whatever the replay below already covered.
+        subscription, first_device = self.hub.subscribe(conn, room_id)
+        conn.member_rooms.add(room_id)
+        replayed = 0
+        if last_seq is None:
+            cursor = await room_store.room_last_seq(pool, room_id)
+        else:
+            cursor = last_seq
+            while True:
+                batch = await message_store.page(
+                    pool, room_id, before=None, after=cursor, limit=HISTORY_BATCH
+                )
+                for message in batch:
+                    conn.send_raw(
+                        event_frame(
+                            "chat.message",
+                            {"roomId": str(room_id), "message": _message_dict(message)},
+                        )
+                    )
+                    cursor = message.seq
+                replayed += len(batch)
+                if len(batch) < HISTORY_BATCH:
+                    break
+        member_ids = await room_store.member_ids(pool, room_id)
+        # No await from here on: the ack, the snapshot and the buffered live events go out
+        # in this order with nothing interleaved.
+        members = [
+            {"userId": str(uid), "status": self.hub.presence.status(uid)} for uid in member_ids
+        ]
+        conn.send(
+            protocol.ack(
+                msg.request_id,
+                {
+                    "roomId": str(room_id),
+                    "lastSeq": cursor,
+                    "replayed": replayed,
+                },
+            )
+        )
+        conn.send_raw(event_frame("room.presence", {"roomId": str(room_id), "members": members}))
+        self.hub.deliver_ready(conn, subscription, subscription.gate.start(cursor))
+        if first_device:
+            self.hub.room_joined(conn, room_id)
+        return _ALREADY_ACKED
+
+    async def room_leave(self, conn: Connection, msg: protocol.RoomLeave) -> Any:
+        self.actor(conn)
+        left = self.hub.unsubscribe(conn, msg.payload.room_id)
+        return {"roomId": str(msg.payload.room_id), "left": left}
+
+    async def presence_set(self, conn: Connection, msg: protocol.PresenceSet) -> Any:
+        self.actor(conn)
+        self.hub.set_status(conn, msg.payload.status)
+        return {"status": msg.payload.status}
+
+    async def typing_start(self, conn: Connection, msg: protocol.TypingStart) -> Any:
+        actor = self.actor(conn)
+        self._limit(self._typing_limiter, f"typing:{actor.user_id}")
+        self._require_joined(conn, msg.payload.room_id)
+        self.hub.typing_start(conn, msg.payload.room_id)
+        return None
+
+    async def typing_stop(self, conn: Connection, msg: protocol.TypingStop) -> Any:
+        actor = self.actor(conn)
+        self._require_joined(conn, msg.payload.room_id)
+        self.hub.typing_stop(msg.payload.room_id, actor.user_id)
+        return None
+
+    # --- chat -----------------------------------------------------------------------------
+
+    async def chat_send(self, conn: Connection, msg: protocol.ChatSend) -> Any:
+        actor = self.actor(conn)
+        self._limit(self._send_limiter, f"send:{actor.user_id}")
+        p = msg.payload
+        result = await self.services.messages.post(
+            actor, p.room_id, p.client_msg_id, p.body, p.reply_to
+        )
+        message = result.message
+        return {
+            "messageId": str(message.id),
+            "seq": message.seq,
+            "createdAt": message.created_at.isoformat(),
+            "duplicate": not result.created,
+        }
+
+    async def chat_edit(self, conn: Connection, msg: protocol.ChatEdit) -> Any:
+        p = msg.payload
+        message = await self.services.messages.edit(
+            self.actor(conn), p.room_id, p.message_id, p.body
+        )
+        return {"message": _message_dict(message)}
+
+    async def chat_delete(self, conn: Connection, msg: protocol.ChatDelete) -> Any:
+        p = msg.payload
+        message = await self.services.messages.delete(
+            self.actor(conn), p.room_id, p.message_id, conn.request_info
+        )
+        return {"messageId": str(message.id), "seq": message.seq}
+
+    async def chat_read(self, conn: Connection, msg: protocol.ChatRead) -> Any:
+        p = msg.payload
+        marker = await self.services.messages.mark_read(self.actor(conn), p.room_id, p.seq)
+        return msgspec.to_builtins(marker)
+
+    async def chat_history(self, conn: Connection, msg: protocol.ChatHistory) -> Any:
+        p = msg.payload
+        limit = p.limit or 50
+        found = await self.services.messages.history(
+            self.actor(conn), p.room_id, before=p.before, after=p.after, limit=limit
+        )
+        return {
+            "roomId": str(p.room_id),
+            "messages": [_message_dict(m) for m in found],
+            "hasMore": len(found) == limit,
+        }
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _limit(limiter: TokenBucketLimiter, key: str) -> None:
+        wait_ms = limiter.acquire(key)
+        if wait_ms:
+            raise RateLimited(wait_ms)
+
+    @staticmethod
+    def _require_joined(conn: Connection, room_id: uuid.UUID) -> None:
+        if room_id not in conn.subscriptions:
+            raise NotJoined()
+
+
+class NotJoined(AppError):
+    status = 409
+    code = "room_not_joined"
+    title = "Join the room on this connection first"
+
+
+class _AlreadyAcked:
+    """Marker: the handler sent its own ack to order it among other frames."""
+
+
+_ALREADY_ACKED = _AlreadyAcked()
+ALREADY_ACKED = _ALREADY_ACKED

@@ -1,0 +1,388 @@
+"""The node's registry of live connections and the router of room events to them.
+
+Domain services publish :class:`~boltorezka.events.RoomEvent` here after their change
+commits; the hub forwards it through the bus so every node (including this one) delivers
+it to its own subscribers. Presence and typing state live here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+import uuid
+from collections import defaultdict
+from typing import Any, cast
+
+import asyncpg
+import msgspec
+import structlog
+
+from boltorezka.bus.base import Bus
+from boltorezka.events import RoomEvent
+from boltorezka.observability.metrics import Metrics
+from boltorezka.realtime import protocol
+from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.realtime.connection import Connection, Outbound, RoomSubscription
+from boltorezka.realtime.presence import PresenceTracker, TypingTracker
+from boltorezka.store import messages as message_store
+from boltorezka.store import rooms as room_store
+
+_log = structlog.get_logger("boltorezka.hub")
+
+ROOM_CHANNEL = "room-events"
+SESSION_CHANNEL = "session-events"
+GAP_FILL_DELAY = 0.25
+_MENTION = re.compile(r"@([A-Za-z0-9_.-]{3,32})")
+
+
+class BusEvent(msgspec.Struct, kw_only=True):
+    room_id: uuid.UUID
+    kind: str
+    data: dict[str, Any]
+    only_users: list[uuid.UUID] | None = None
+    committed_at: float = 0.0
+
+
+class SessionEvent(msgspec.Struct, kw_only=True):
+    session_id: uuid.UUID
+    kind: str = "revoked"
+
+
+_encoder = msgspec.json.Encoder()
+_room_decoder = msgspec.json.Decoder(BusEvent)
+_session_decoder = msgspec.json.Decoder(SessionEvent)
+
+
+def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
+    return _encoder.encode({"type": kind, "v": protocol.PROTOCOL_VERSION, "payload": payload})
+
+
+class Hub:
+    def __init__(self, bus: Bus, pool: asyncpg.Pool, metrics: Metrics) -> None:
+        self._bus = bus
+        self._pool = pool
+        self._metrics = metrics
+        self.connections: dict[str, Connection] = {}
+        self.by_user: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self.room_subscribers: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self.presence = PresenceTracker()
+        self.typing = TypingTracker()
+        self._sweeper: asyncio.Task[None] | None = None
+        bus.subscribe(ROOM_CHANNEL, self._on_room_event)
+        bus.subscribe(SESSION_CHANNEL, self._on_session_event)
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_typing(), name="typing-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    # --- publishing (EventPublisher) ------------------------------------------------------
+
+    async def publish(self, event: RoomEvent) -> None:
+        wire = BusEvent(
+            room_id=event.room_id,
+            kind=event.kind,
+            data=event.data,
+            only_users=list(event.only_users) if event.only_users is not None else None,
+            committed_at=time.time(),
+        )
+        await self._bus.publish(ROOM_CHANNEL, _encoder.encode(wire))
+
+    async def session_revoked(self, session_id: uuid.UUID) -> None:
+        await self._bus.publish(
+            SESSION_CHANNEL, _encoder.encode(SessionEvent(session_id=session_id))
+        )
+
+    # --- connection lifecycle -------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        self._metrics.ws_connections.set(len(self.connections))
+
+    def authenticated(self, conn: Connection, member_rooms: set[uuid.UUID]) -> None:
+        assert conn.user_id is not None
+        conn.member_rooms = member_rooms
+        self.by_user[conn.user_id].add(conn)
+        changed = self.presence.set(conn.user_id, conn.id, conn.status)
+        if changed is not None:
+            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        self._metrics.ws_connections.set(len(self.connections))
+        if conn.user_id is None:
+            return
+        for room_id in list(conn.subscriptions):
+            self.unsubscribe(conn, room_id)
+        devices = self.by_user.get(conn.user_id)
+        if devices is not None:
+            devices.discard(conn)
+            if not devices:
+                del self.by_user[conn.user_id]
+        changed = self.presence.remove(conn.user_id, conn.id)
+        if changed is not None:
+            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+
+    def set_status(self, conn: Connection, status: str) -> None:
+        assert conn.user_id is not None
+        conn.status = status
+        changed = self.presence.set(conn.user_id, conn.id, status)
+        if changed is not None:
+            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+
+    def _broadcast_presence(self, user_id: uuid.UUID, status: str, rooms: set[uuid.UUID]) -> None:
+        """Tell every connection that shares one of ``rooms`` with the user, and the user."""
+        frame = event_frame("presence.changed", {"userId": str(user_id), "status": status})
+        for conn in list(self.connections.values()):
+            if conn.authenticated and (conn.user_id == user_id or conn.member_rooms & rooms):
+                conn.send_raw(frame)
+
+    # --- room subscriptions ---------------------------------------------------------------
+
+    def subscribe(self, conn: Connection, room_id: uuid.UUID) -> tuple[RoomSubscription, bool]:
+        """Start buffering the room's live events for ``conn``.
+
+        Returns the subscription and whether this is the user's first device in the room.
+        """
+        existing = conn.subscriptions.get(room_id)
+        if existing is not None:
+            self._cancel_gap(existing)
+        subscription = RoomSubscription(room_id)
+        conn.subscriptions[room_id] = subscription
+        first = (
+            not any(
+                room_id in other.subscriptions
+                for other in self.by_user.get(conn.user_id, ())  # type: ignore[arg-type]
+                if other is not conn
+            )
+            and existing is None
+        )
+        self.room_subscribers[room_id].add(conn)
+        return subscription, first
+
+    def unsubscribe(self, conn: Connection, room_id: uuid.UUID) -> bool:
+        """Stop delivering the room; return True if it was subscribed."""
+        subscription = conn.subscriptions.pop(room_id, None)
+        if subscription is None:
+            return False
+        self._cancel_gap(subscription)
+        subscribers = self.room_subscribers.get(room_id)
+        if subscribers is not None:
+            subscribers.discard(conn)
+            if not subscribers:
+                del self.room_subscribers[room_id]
+        assert conn.user_id is not None
+        if self.typing.stop((room_id, conn.user_id)):
+            self._send_room(
+                room_id,
+                event_frame(
+                    "typing", {"roomId": str(room_id), "userId": str(conn.user_id), "active": False}
+                ),
+            )
+        still_here = any(
+            room_id in other.subscriptions for other in self.by_user.get(conn.user_id, ())
+        )
+        if not still_here:
+            self._send_room(
+                room_id,
+                event_frame("member.left", {"roomId": str(room_id), "userId": str(conn.user_id)}),
+            )
+        self._metrics.ws_leaves.inc()
+        return True
+
+    def deliver_ready(
+        self, conn: Connection, subscription: RoomSubscription, ready: list[Outbound]
+    ) -> None:
+        for frame, committed_at in ready:
+            conn.send_raw(frame, committed_at)
+        self._schedule_gap_fill(conn, subscription)
+
+    def _schedule_gap_fill(self, conn: Connection, subscription: RoomSubscription) -> None:
+        if subscription.gate.gap() is None or subscription.gap_task is not None:
+            return
+        subscription.gap_task = asyncio.create_task(self._fill_gap(conn, subscription))
+
+    async def _fill_gap(self, conn: Connection, subscription: RoomSubscription) -> None:
+        try:
+            # Most gaps are two publishes racing; give the late one a moment to arrive.
+            await asyncio.sleep(GAP_FILL_DELAY)
+            gap = subscription.gate.gap()
+            if gap is None:
+                return
+            after, before = gap
+            missing = await message_store.page(
+                self._pool, subscription.room_id, before=before, after=after, limit=before - after
+            )
+            for message in missing:
+                data = {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
+                ready = subscription.gate.offer(
+                    message.seq, (event_frame("chat.message", data), None)
+                )
+                for frame, committed_at in ready:
+                    conn.send_raw(frame, committed_at)
+        finally:
+            subscription.gap_task = None
+        if conn.subscriptions.get(subscription.room_id) is subscription:
+            self._schedule_gap_fill(conn, subscription)
+
+    @staticmethod
+    def _cancel_gap(subscription: RoomSubscription) -> None:
+        if subscription.gap_task is not None:
+            subscription.gap_task.cancel()
+            subscription.gap_task = None
+
+    def _send_room(
+        self, room_id: uuid.UUID, frame: bytes, except_user: uuid.UUID | None = None
+    ) -> None:
+        for conn in list(self.room_subscribers.get(room_id, ())):
+            if conn.user_id != except_user:
+                conn.send_raw(frame)
+
+    def room_joined(self, conn: Connection, room_id: uuid.UUID) -> None:
+        assert conn.user_id is not None
+        self._metrics.ws_joins.inc()
+        frame = event_frame("member.joined", {"roomId": str(room_id), "userId": str(conn.user_id)})
+        self._send_room(room_id, frame, except_user=conn.user_id)
+
+    # --- typing ---------------------------------------------------------------------------
+
+    def typing_start(self, conn: Connection, room_id: uuid.UUID) -> None:
+        assert conn.user_id is not None
+        if self.typing.start((room_id, conn.user_id), time.monotonic()):
+            self._send_room(
+                room_id,
+                event_frame(
+                    "typing",
+                    {
+                        "roomId": str(room_id),
+                        "userId": str(conn.user_id),
+                        "active": True,
+                    },
+                ),
+                except_user=conn.user_id,
+            )
+
+    def typing_stop(self, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        if self.typing.stop((room_id, user_id)):
+            self._send_room(
+                room_id,
+                event_frame(
+                    "typing",
+                    {
+                        "roomId": str(room_id),
+                        "userId": str(user_id),
+                        "active": False,
+                    },
+                ),
+                except_user=user_id,
+            )
+
+    async def _sweep_typing(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for key in self.typing.expired(time.monotonic()):
+                room_id, user_id = cast(tuple[uuid.UUID, uuid.UUID], key)
+                self._send_room(
+                    room_id,
+                    event_frame(
+                        "typing",
+                        {
+                            "roomId": str(room_id),
+                            "userId": str(user_id),
+                            "active": False,
+                        },
+                    ),
+                    except_user=user_id,
+                )
+
+    # --- bus delivery ---------------------------------------------------------------------
+
+    async def _on_room_event(self, data: bytes) -> None:
+        event = _room_decoder.decode(data)
+        kind = event.kind
+        if kind == "chat.message":
+            await self._deliver_message(event)
+        elif kind in ("chat.edited", "chat.deleted"):
+            self._send_room(event.room_id, event_frame(kind, event.data))
+        elif kind == "chat.read":
+            frame = event_frame(kind, event.data)
+            for user_id in event.only_users or ():
+                for conn in list(self.by_user.get(user_id, ())):
+                    conn.send_raw(frame)
+        elif kind == "member.added":
+            user_id = uuid.UUID(event.data["userId"])
+            for conn in self.by_user.get(user_id, ()):
+                conn.member_rooms.add(event.room_id)
+        elif kind == "member.removed":
+            user_id = uuid.UUID(event.data["userId"])
+            for conn in list(self.by_user.get(user_id, ())):
+                conn.member_rooms.discard(event.room_id)
+                # Membership is what authorised the subscription; it ends with it.
+                if self.unsubscribe(conn, event.room_id):
+                    conn.send_raw(
+                        event_frame(
+                            "member.left", {"roomId": str(event.room_id), "userId": str(user_id)}
+                        )
+                    )
+
+    async def _deliver_message(self, event: BusEvent) -> None:
+        message = event.data["message"]
+        seq = int(message["seq"])
+        sender = message.get("senderId")
+        frame = event_frame("chat.message", event.data)
+        for conn in list(self.room_subscribers.get(event.room_id, ())):
+            subscription = conn.subscriptions.get(event.room_id)
+            if subscription is None:
+                continue
+            ready = subscription.gate.offer(seq, (frame, event.committed_at))
+            self.deliver_ready(conn, subscription, ready)
+        if sender is not None:
+            self.typing_stop(event.room_id, uuid.UUID(sender))
+        await self._notify_members(event, seq)
+
+    async def _notify_members(self, event: BusEvent, seq: int) -> None:
+        """Unread counts and mentions for members connected but not in the room here."""
+        message = event.data["message"]
+        sender = message.get("senderId")
+        targets = [
+            conn
+            for conn in self.connections.values()
+            if conn.authenticated
+            and event.room_id in conn.member_rooms
+            and event.room_id not in conn.subscriptions
+            and str(conn.user_id) != sender
+        ]
+        if not targets:
+            return
+        read_markers = await room_store.read_markers(self._pool, event.room_id)
+        mentioned = {name.lower() for name in _MENTION.findall(message.get("body", ""))}
+        for conn in targets:
+            assert conn.user_id is not None
+            last_read = read_markers.get(conn.user_id)
+            if last_read is None:
+                continue
+            kind = "mention" if conn.username.lower() in mentioned else "unread"
+            conn.send_raw(
+                event_frame(
+                    "notification",
+                    {
+                        "roomId": str(event.room_id),
+                        "kind": kind,
+                        "unreadCount": max(0, seq - last_read),
+                        "seq": seq,
+                        "messageId": message["id"],
+                    },
+                )
+            )
+
+    async def _on_session_event(self, data: bytes) -> None:
+        event = _session_decoder.decode(data)
+        for conn in list(self.connections.values()):
+            if conn.session_id == event.session_id:
+                conn.close_soon(CloseCode.SESSION_REVOKED)

@@ -1,0 +1,865 @@
+"""Realtime envelope codec: message structs plus pure encode/decode functions.
+
+Every WebSocket text frame carries one JSON envelope::
+
+    {"v": 1, "type": "room.join", "requestId": "r-17", "payload": {...}}
+
+Client→server messages form the tagged union :data:`ClientMessage`; every one of them
+carries a `requestId` (1..64 code points) that the server echoes in the `ack` or
+`nack` answering it. Server→client messages form :data:`ServerMessage`; only `ack` and
+`nack` carry a `requestId`.
+
+This module does no I/O and imports nothing from the transport, so the gateway, the Python
+client and the language-neutral test vectors in `protocol/vectors` all share one
+definition. The JSON Schemas in `protocol/schemas` are generated from these structs by
+`tools/gen_protocol_schemas.py`; struct docstrings and `Meta` descriptions become schema
+descriptions, so edit them with client developers in mind and regenerate.
+
+Strictness differs on purpose: client payloads forbid unknown fields (a typo must fail
+loudly, not be silently dropped), while server structs accept them so that older clients keep
+working when the server adds fields. Unknown *envelope* fields are ignored in both
+directions, which leaves room for transport-level additions such as tracing headers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "CLIENT_TYPES",
+    "ERROR_CODES",
+    "FRAME_TOO_LARGE",
+    "MALFORMED_JSON",
+    "MAX_SAFE_INTEGER",
+    "MISSING_REQUEST_ID",
+    "PROTOCOL_VERSION",
+    "SERVER_TYPES",
+    "SUPPORTED_VERSIONS",
+    "UNKNOWN_TYPE",
+    "UNSUPPORTED_VERSION",
+    "VALIDATION_FAILED",
+    "Ack",
+    "AckPayload",
+    "Auth",
+    "AuthExpiring",
+    "AuthExpiringPayload",
+    "AuthRefresh",
+    "CapabilitiesPayload",
+    "ChatDelete",
+    "ChatDeletePayload",
+    "ChatDeleted",
+    "ChatDeletedPayload",
+    "ChatEdit",
+    "ChatEditPayload",
+    "ChatEdited",
+    "ChatHistory",
+    "ChatHistoryPayload",
+    "ChatMessage",
+    "ChatMessagePayload",
+    "ChatRead",
+    "ChatReadPayload",
+    "ChatReadReceipt",
+    "ChatReadReceiptPayload",
+    "ChatSend",
+    "ChatSendPayload",
+    "ClientMessage",
+    "DrainingPayload",
+    "ErrorPayload",
+    "Limits",
+    "MemberJoined",
+    "MemberLeft",
+    "MemberPayload",
+    "MessageData",
+    "Nack",
+    "NackPayload",
+    "Notification",
+    "NotificationPayload",
+    "Ping",
+    "PingPayload",
+    "Pong",
+    "PongPayload",
+    "PresenceChanged",
+    "PresenceChangedPayload",
+    "PresenceMember",
+    "PresenceSet",
+    "PresenceSetPayload",
+    "ProtocolError",
+    "RoomJoin",
+    "RoomJoinPayload",
+    "RoomLeave",
+    "RoomPayload",
+    "RoomPresence",
+    "RoomPresencePayload",
+    "ServerCapabilities",
+    "ServerDraining",
+    "ServerError",
+    "ServerMessage",
+    "TokenPayload",
+    "TypingIndicator",
+    "TypingPayload",
+    "TypingStart",
+    "TypingStop",
+    "ack",
+    "decode_client",
+    "decode_server",
+    "encode",
+    "message_type",
+    "nack",
+]
+
+PROTOCOL_VERSION: Final = 1
+SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (1,)
+
+# Integers above 2**53 - 1 lose precision in JavaScript clients, and the database stores
+# sequence numbers as bigint; bounding them here keeps both failures out of the handlers.
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+
+# --- error codes -----------------------------------------------------------------------
+# Stable machine codes carried in `nack.payload.code`. Clients switch on them, so they are
+# never renamed; `message` is for humans and may change at any time.
+FRAME_TOO_LARGE: Final = "frame_too_large"
+MALFORMED_JSON: Final = "malformed_json"
+UNSUPPORTED_VERSION: Final = "unsupported_version"
+UNKNOWN_TYPE: Final = "unknown_type"
+MISSING_REQUEST_ID: Final = "missing_request_id"
+VALIDATION_FAILED: Final = "validation_failed"
+
+ERROR_CODES: Final[Mapping[str, str]] = {
+    FRAME_TOO_LARGE: "The frame is larger than maxFrameBytes (counted in UTF-8 bytes); "
+    "it was not parsed, so the nack has no requestId.",
+    MALFORMED_JSON: "The frame is not valid UTF-8 JSON, or its top level is not an object.",
+    UNSUPPORTED_VERSION: "`v` is missing, not an integer, or not a supported protocol version.",
+    UNKNOWN_TYPE: "`type` is missing, not a string, or not a client→server message type.",
+    MISSING_REQUEST_ID: "`requestId` is absent or null on a client→server message.",
+    VALIDATION_FAILED: "A field violates its type or constraints (including a `requestId` "
+    "that is not a string of 1..64 characters); the message names the field.",
+}
+
+# Error messages quote msgspec's text, which can include client-chosen field names; the cap
+# keeps a nack small no matter what the client sent.
+_MAX_ERROR_MESSAGE = 200
+_REQUEST_ID_MAX = 64
+_NOT_UTF8 = "frame is not valid UTF-8"
+
+# --- constrained field types -----------------------------------------------------------
+# Lengths are counted in Unicode code points, not UTF-16 units or grapheme clusters.
+
+Version = Annotated[
+    int,
+    Meta(
+        ge=1,
+        description="Envelope protocol version; the server lists those it accepts in "
+        "server.capabilities.protocolVersions.",
+    ),
+]
+RequestId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=_REQUEST_ID_MAX,
+        description="Client-chosen id echoed in the ack/nack that answers this request.",
+    ),
+]
+Token = Annotated[str, Meta(min_length=1, max_length=4096, description="Access token (JWT).")]
+Seq = Annotated[
+    int,
+    Meta(ge=0, le=MAX_SAFE_INTEGER, description="Per-room message sequence number."),
+]
+Body = Annotated[
+    str, Meta(min_length=1, max_length=4000, description="Message text, 1..4000 code points.")
+]
+ClientMsgId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=64,
+        description="Client-generated idempotency key; resending the same one never "
+        "creates a second message.",
+    ),
+]
+HistoryLimit = Annotated[int, Meta(ge=1, le=200, description="Maximum messages to return.")]
+Timestamp = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+NonNegative = Annotated[int, Meta(ge=0, le=MAX_SAFE_INTEGER)]
+# Timezone-aware so the wire form is always RFC 3339 with an offset, never a naive local time.
+Instant = Annotated[datetime, Meta(tz=True, description="RFC 3339 timestamp.")]
+
+PresenceStatus = Literal["online", "away", "dnd"]
+ObservedPresence = Literal["online", "away", "dnd", "offline"]
+NotificationKind = Literal["unread", "mention"]
+
+
+# --- client→server ---------------------------------------------------------------------
+
+
+class _ClientPayload(
+    msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True
+):
+    """Base of client payloads: unknown fields are rejected, absent optionals omitted."""
+
+
+class _ClientEnvelope(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
+    """Base of client→server envelopes; `v` is required so a client states its version."""
+
+    v: Version
+    request_id: RequestId
+
+
+class TokenPayload(_ClientPayload):
+    """Credentials for `auth` and `auth.refresh`."""
+
+    token: Token
+
+
+class PingPayload(_ClientPayload):
+    """Optional client timestamp, echoed verbatim in `pong` for round-trip measurement."""
+
+    ts: Timestamp | None = None
+
+
+class RoomJoinPayload(_ClientPayload):
+    """Room to subscribe to; `lastSeq` resumes delivery after that sequence number."""
+
+    room_id: uuid.UUID
+    last_seq: Seq | None = None
+
+
+class RoomPayload(_ClientPayload):
+    """A request that only names a room."""
+
+    room_id: uuid.UUID
+
+
+class PresenceSetPayload(_ClientPayload):
+    """The presence the user chooses; `offline` is derived by the server, never set."""
+
+    status: PresenceStatus
+
+
+class ChatSendPayload(_ClientPayload):
+    """A new message; `replyTo` is the id of the message being answered."""
+
+    room_id: uuid.UUID
+    client_msg_id: ClientMsgId
+    body: Body
+    reply_to: uuid.UUID | None = None
+
+
+class ChatEditPayload(_ClientPayload):
+    """Replacement body for one of the sender's own messages."""
+
+    room_id: uuid.UUID
+    message_id: uuid.UUID
+    body: Body
+
+
+class ChatDeletePayload(_ClientPayload):
+    """The message to delete."""
+
+    room_id: uuid.UUID
+    message_id: uuid.UUID
+
+
+class ChatReadPayload(_ClientPayload):
+    """Read position: every message with `seq` at or below this one has been read."""
+
+    room_id: uuid.UUID
+    seq: Seq
+
+
+class ChatHistoryPayload(_ClientPayload):
+    """History page bounds (exclusive); without `limit` the server picks its default."""
+
+    room_id: uuid.UUID
+    before: Seq | None = None
+    after: Seq | None = None
+    limit: HistoryLimit | None = None
+
+
+class Auth(_ClientEnvelope, tag="auth", kw_only=True):
+    """Authenticate the connection with an access token."""
+
+    payload: TokenPayload
+
+
+class AuthRefresh(_ClientEnvelope, tag="auth.refresh", kw_only=True):
+    """Swap in a fresh access token without reconnecting."""
+
+    payload: TokenPayload
+
+
+class Ping(_ClientEnvelope, tag="ping", kw_only=True):
+    """Application-level liveness probe; answered with `pong`."""
+
+    payload: PingPayload = msgspec.field(default_factory=PingPayload)
+
+
+class RoomJoin(_ClientEnvelope, tag="room.join", kw_only=True):
+    """Subscribe to a room's events, optionally resuming after `lastSeq`."""
+
+    payload: RoomJoinPayload
+
+
+class RoomLeave(_ClientEnvelope, tag="room.leave", kw_only=True):
+    """Unsubscribe from a room's events (membership is unchanged)."""
+
+    payload: RoomPayload
+
+
+class PresenceSet(_ClientEnvelope, tag="presence.set", kw_only=True):
+    """Set the user's presence status."""
+
+    payload: PresenceSetPayload
+
+
+class TypingStart(_ClientEnvelope, tag="typing.start", kw_only=True):
+    """The user started typing in a room."""
+
+    payload: RoomPayload
+
+
+class TypingStop(_ClientEnvelope, tag="typing.stop", kw_only=True):
+    """The user stopped typing in a room."""
+
+    payload: RoomPayload
+
+
+class ChatSend(_ClientEnvelope, tag="chat.send", kw_only=True):
+    """Post a message to a room."""
+
+    payload: ChatSendPayload
+
+
+class ChatEdit(_ClientEnvelope, tag="chat.edit", kw_only=True):
+    """Edit one of the sender's messages."""
+
+    payload: ChatEditPayload
+
+
+class ChatDelete(_ClientEnvelope, tag="chat.delete", kw_only=True):
+    """Delete a message."""
+
+    payload: ChatDeletePayload
+
+
+class ChatRead(_ClientEnvelope, tag="chat.read", kw_only=True):
+    """Advance the user's read position in a room."""
+
+    payload: ChatReadPayload
+
+
+class ChatHistory(_ClientEnvelope, tag="chat.history", kw_only=True):
+    """Fetch a page of a room's history."""
+
+    payload: ChatHistoryPayload
+
+
+ClientMessage: TypeAlias = (
+    Auth
+    | AuthRefresh
+    | Ping
+    | RoomJoin
+    | RoomLeave
+    | PresenceSet
+    | TypingStart
+    | TypingStop
+    | ChatSend
+    | ChatEdit
+    | ChatDelete
+    | ChatRead
+    | ChatHistory
+)
+
+
+# --- server→client ---------------------------------------------------------------------
+
+
+class _ServerPayload(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Base of server payloads: unknown fields tolerated so old clients survive additions."""
+
+
+class _ServerEnvelope(msgspec.Struct, tag_field="type", rename="camel", kw_only=True):
+    """Base of server→client envelopes.
+
+    Subclasses repeat `kw_only=True` so that `v` keeps its place as the first field
+    after `type` in encoded frames despite having a default.
+    """
+
+    v: Version = PROTOCOL_VERSION
+
+
+class Limits(_ServerPayload):
+    """Limits the server enforces on this connection."""
+
+    max_frame_bytes: int
+    rates: dict[str, float]
+    max_payload_bytes: int | None = None
+
+
+class CapabilitiesPayload(_ServerPayload):
+    """What this server node supports and how the client should pace itself."""
+
+    protocol_versions: Annotated[list[int], Meta(max_length=16)]
+    features: Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=64)]
+    limits: Limits
+    heartbeat_interval_ms: int
+    node_id: str
+    session_id: str
+    resume_window_seconds: int
+
+
+class AckPayload(_ServerPayload):
+    """Request-specific result; `null` when there is nothing to return."""
+
+    result: Any
+
+
+class NackPayload(_ServerPayload):
+    """Why a request failed. Every field is always present, `retryAfterMs` may be null."""
+
+    code: str
+    message: str
+    retryable: bool
+    retry_after_ms: int | None
+
+
+class ErrorPayload(_ServerPayload):
+    """A connection-level problem not tied to any request."""
+
+    code: str
+    message: str
+
+
+class PongPayload(_ServerPayload):
+    """The `ts` from the ping, when it had one."""
+
+    ts: int | None = None
+
+
+class AuthExpiringPayload(_ServerPayload):
+    """When the current access token expires (Unix seconds); send `auth.refresh` before."""
+
+    expires_at: int
+
+
+class DrainingPayload(_ServerPayload):
+    """How long to wait before reconnecting to another node."""
+
+    reconnect_after_ms: int
+
+
+class PresenceMember(_ServerPayload):
+    """One member's presence."""
+
+    user_id: uuid.UUID
+    status: ObservedPresence
+
+
+class RoomPresencePayload(_ServerPayload):
+    """Snapshot of a room's members and their presence."""
+
+    room_id: uuid.UUID
+    # Unbounded on purpose: room size is the rooms service's policy, and a bound here would
+    # make schema-validating clients reject legitimately large rooms.
+    members: list[PresenceMember]
+
+
+class MemberPayload(_ServerPayload):
+    """A membership change."""
+
+    room_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+class PresenceChangedPayload(_ServerPayload):
+    """A user's new presence."""
+
+    user_id: uuid.UUID
+    status: ObservedPresence
+
+
+class TypingPayload(_ServerPayload):
+    """Whether a user is typing in a room."""
+
+    room_id: uuid.UUID
+    user_id: uuid.UUID
+    active: bool
+
+
+class MessageData(_ServerPayload):
+    """A stored chat message; `deletedAt` is set once it has been deleted."""
+
+    id: uuid.UUID
+    room_id: uuid.UUID
+    seq: Seq
+    sender_id: uuid.UUID
+    client_msg_id: str
+    body: Annotated[str, Meta(max_length=4000)]
+    created_at: Instant
+    reply_to: uuid.UUID | None = None
+    edited_at: Instant | None = None
+    deleted_at: Instant | None = None
+
+
+class ChatMessagePayload(_ServerPayload):
+    """A message in a room."""
+
+    room_id: uuid.UUID
+    message: MessageData
+
+
+class ChatDeletedPayload(_ServerPayload):
+    """A message was deleted; `seq` identifies it in the room's sequence."""
+
+    room_id: uuid.UUID
+    message_id: uuid.UUID
+    seq: Seq
+
+
+class ChatReadReceiptPayload(_ServerPayload):
+    """A member's read position advanced to `seq`."""
+
+    room_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: Seq
+
+
+class NotificationPayload(_ServerPayload):
+    """Unread counter or mention for a room this connection has not joined."""
+
+    room_id: uuid.UUID
+    kind: NotificationKind
+    unread_count: NonNegative
+    seq: Seq
+    message_id: uuid.UUID | None = None
+
+
+class ServerCapabilities(_ServerEnvelope, tag="server.capabilities", kw_only=True):
+    """Sent when the connection opens: supported versions, features and limits."""
+
+    payload: CapabilitiesPayload
+
+
+class Ack(_ServerEnvelope, tag="ack", kw_only=True):
+    """The request with this `requestId` succeeded."""
+
+    request_id: RequestId
+    payload: AckPayload
+
+
+class Nack(_ServerEnvelope, tag="nack", kw_only=True):
+    """The request failed; `requestId` is null when it could not be read from the frame."""
+
+    request_id: RequestId | None
+    payload: NackPayload
+
+
+class ServerError(_ServerEnvelope, tag="error", kw_only=True):
+    """Connection-level error, typically followed by a close."""
+
+    payload: ErrorPayload
+
+
+class Pong(_ServerEnvelope, tag="pong", kw_only=True):
+    """Answer to `ping`."""
+
+    payload: PongPayload = msgspec.field(default_factory=PongPayload)
+
+
+class AuthExpiring(_ServerEnvelope, tag="auth.expiring", kw_only=True):
+    """The access token is about to expire."""
+
+    payload: AuthExpiringPayload
+
+
+class ServerDraining(_ServerEnvelope, tag="server.draining", kw_only=True):
+    """This node is shutting down; reconnect after the given delay and resume."""
+
+    payload: DrainingPayload
+
+
+class RoomPresence(_ServerEnvelope, tag="room.presence", kw_only=True):
+    """Presence snapshot sent after `room.join`."""
+
+    payload: RoomPresencePayload
+
+
+class MemberJoined(_ServerEnvelope, tag="member.joined", kw_only=True):
+    """A user became a member of the room."""
+
+    payload: MemberPayload
+
+
+class MemberLeft(_ServerEnvelope, tag="member.left", kw_only=True):
+    """A user stopped being a member of the room."""
+
+    payload: MemberPayload
+
+
+class PresenceChanged(_ServerEnvelope, tag="presence.changed", kw_only=True):
+    """A user's presence changed."""
+
+    payload: PresenceChangedPayload
+
+
+class TypingIndicator(_ServerEnvelope, tag="typing", kw_only=True):
+    """A user started or stopped typing."""
+
+    payload: TypingPayload
+
+
+class ChatMessage(_ServerEnvelope, tag="chat.message", kw_only=True):
+    """A new message was posted."""
+
+    payload: ChatMessagePayload
+
+
+class ChatEdited(_ServerEnvelope, tag="chat.edited", kw_only=True):
+    """A message was edited; `message` is its new state."""
+
+    payload: ChatMessagePayload
+
+
+class ChatDeleted(_ServerEnvelope, tag="chat.deleted", kw_only=True):
+    """A message was deleted."""
+
+    payload: ChatDeletedPayload
+
+
+class ChatReadReceipt(_ServerEnvelope, tag="chat.read", kw_only=True):
+    """A member's read position changed."""
+
+    payload: ChatReadReceiptPayload
+
+
+class Notification(_ServerEnvelope, tag="notification", kw_only=True):
+    """Unread or mention activity in a room this connection has not joined."""
+
+    payload: NotificationPayload
+
+
+ServerMessage: TypeAlias = (
+    ServerCapabilities
+    | Ack
+    | Nack
+    | ServerError
+    | Pong
+    | AuthExpiring
+    | ServerDraining
+    | RoomPresence
+    | MemberJoined
+    | MemberLeft
+    | PresenceChanged
+    | TypingIndicator
+    | ChatMessage
+    | ChatEdited
+    | ChatDeleted
+    | ChatReadReceipt
+    | Notification
+)
+
+
+def message_type(msg: msgspec.Struct | type[msgspec.Struct]) -> str:
+    """Return the wire `type` tag of a message instance or class."""
+    tag = msg.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{msg!r} is not a tagged protocol message")
+    return tag
+
+
+CLIENT_TYPES: Final[frozenset[str]] = frozenset(message_type(c) for c in get_args(ClientMessage))
+SERVER_TYPES: Final[frozenset[str]] = frozenset(message_type(c) for c in get_args(ServerMessage))
+
+
+# --- codec -----------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be turned into a message.
+
+    `code` is one of the error code constants of this module and `message` a short human
+    explanation. `request_id` is the frame's `requestId` whenever it could be read as a
+    valid one, so the gateway can answer with a `nack` the client can correlate.
+    `msg_type` is the frame's `type` only when it is a known type, so it is safe to use
+    as a metric label.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        msg_type: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.msg_type = msg_type
+
+    def to_nack(self) -> Nack:
+        """The `nack` answering the frame that caused this error."""
+        return nack(self.request_id, self.code, self.message)
+
+
+class _Header(msgspec.Struct, rename="camel"):
+    """Just enough of an envelope to classify a bad frame; types are checked by hand."""
+
+    v: object = None
+    type: object = None
+    request_id: object = None
+
+
+_client_decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
+_server_decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessage)
+_header_decoder = msgspec.json.Decoder(_Header)
+_encoder = msgspec.json.Encoder()
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_ERROR_MESSAGE:
+        return text
+    return text[: _MAX_ERROR_MESSAGE - 1] + "…"
+
+
+def _utf8(frame: str | bytes) -> bytes:
+    if isinstance(frame, bytes):
+        return frame
+    try:
+        return frame.encode()
+    except UnicodeEncodeError:
+        # Only lone surrogates get here; a text frame received off the wire cannot hold them.
+        raise ProtocolError(MALFORMED_JSON, _NOT_UTF8) from None
+
+
+def _frame_bytes(frame: str | bytes, max_frame_bytes: int) -> bytes:
+    # A code point is at least one UTF-8 byte, so a str longer than the limit is rejected
+    # before paying for the encode.
+    if len(frame) <= max_frame_bytes:
+        data = _utf8(frame)
+        if len(data) <= max_frame_bytes:
+            return data
+    raise ProtocolError(FRAME_TOO_LARGE, f"frame exceeds {max_frame_bytes} bytes")
+
+
+def _diagnose(
+    data: bytes, cause: Exception, known: frozenset[str], *, client: bool
+) -> ProtocolError:
+    """Explain why `data` failed the strict decode, re-reading only its header."""
+    try:
+        header = _header_decoder.decode(data)
+    except msgspec.ValidationError:
+        return ProtocolError(MALFORMED_JSON, "frame must be a JSON object")
+    except msgspec.DecodeError:
+        return ProtocolError(MALFORMED_JSON, "frame is not valid JSON")
+    except UnicodeDecodeError:
+        return ProtocolError(MALFORMED_JSON, _NOT_UTF8)
+
+    raw_id = header.request_id
+    request_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= _REQUEST_ID_MAX else None
+    # Server structs default `v`, so only a client frame must state it.
+    version = PROTOCOL_VERSION if header.v is None and not client else header.v
+    # bool is an int subclass and True == 1, so an exact type check is needed.
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        return ProtocolError(
+            UNSUPPORTED_VERSION,
+            f"`v` must be one of {list(SUPPORTED_VERSIONS)}",
+            request_id=request_id,
+        )
+    if not isinstance(header.type, str) or header.type not in known:
+        what = "missing" if header.type is None else _clip(repr(header.type))
+        return ProtocolError(UNKNOWN_TYPE, f"unknown message type: {what}", request_id=request_id)
+    msg_type = header.type
+    if client and raw_id is None:
+        return ProtocolError(MISSING_REQUEST_ID, "`requestId` is required", msg_type=msg_type)
+    if client and request_id is None:
+        return ProtocolError(
+            VALIDATION_FAILED,
+            f"`requestId` must be a string of 1..{_REQUEST_ID_MAX} characters",
+            msg_type=msg_type,
+        )
+    if not isinstance(cause, msgspec.ValidationError):
+        # msgspec checks UTF-8 only in strings it materialises, so bytes that the header
+        # parser skipped can still fail here; that is a broken frame, not a bad field.
+        reason = _NOT_UTF8 if isinstance(cause, UnicodeDecodeError) else _clip(str(cause))
+        return ProtocolError(MALFORMED_JSON, reason, request_id=request_id, msg_type=msg_type)
+    return ProtocolError(
+        VALIDATION_FAILED, _clip(str(cause)), request_id=request_id, msg_type=msg_type
+    )
+
+
+def decode_client(frame: str | bytes, *, max_frame_bytes: int) -> ClientMessage:
+    """Decode one client→server text frame or raise :class:`ProtocolError`.
+
+    Checks, in order: size in UTF-8 bytes (`frame_too_large`), JSON object
+    (`malformed_json`), `v` (`unsupported_version`), `type` (`unknown_type`),
+    `requestId` presence (`missing_request_id`), then every field constraint
+    (`validation_failed`). The error carries the `requestId` whenever the frame has a
+    valid one, even if the rest of the frame is invalid.
+
+    Valid frames are the common case, so the strict decode runs first and the lenient
+    header is parsed only to classify a failure; the result is the same as checking the
+    header first, at the cost of one parse instead of two.
+    """
+    data = _frame_bytes(frame, max_frame_bytes)
+    try:
+        msg = _client_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _diagnose(data, exc, CLIENT_TYPES, client=True) from exc
+    # The strict struct types `v` as any int; only the header path checks the value.
+    if msg.v not in SUPPORTED_VERSIONS:
+        raise ProtocolError(
+            UNSUPPORTED_VERSION,
+            f"`v` must be one of {list(SUPPORTED_VERSIONS)}",
+            request_id=msg.request_id,
+        )
+    return msg
+
+
+def decode_server(frame: str | bytes) -> ServerMessage:
+    """Decode one server→client frame or raise :class:`ProtocolError`.
+
+    Meant for clients and tests. A client should ignore `unknown_type` errors: they mean
+    the server is newer than the client, not that the connection is broken.
+    """
+    data = _utf8(frame)
+    try:
+        msg = _server_decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _diagnose(data, exc, SERVER_TYPES, client=False) from exc
+    if msg.v not in SUPPORTED_VERSIONS:
+        raise ProtocolError(UNSUPPORTED_VERSION, f"`v` must be one of {list(SUPPORTED_VERSIONS)}")
+    return msg
+
+
+def encode(msg: ServerMessage | ClientMessage) -> bytes:
+    """Encode a message as UTF-8 JSON; send it as a *text* frame."""
+    return _encoder.encode(msg)
+
+
+def ack(request_id: str, result: object = None) -> Ack:
+    """Build the `ack` for a successful request."""
+    return Ack(request_id=request_id, payload=AckPayload(result=result))
+
+
+def nack(
+    request_id: str | None,
+    code: str,
+    message: str,
+    *,
+    retryable: bool = False,
+    retry_after_ms: int | None = None,
+) -> Nack:
+    """Build the `nack` for a failed request (`request_id` None if it was unreadable)."""
+    return Nack(
+        request_id=request_id,
+        payload=NackPayload(
+            code=code, message=message, retryable=retryable, retry_after_ms=retry_after_ms
+        ),
+    )

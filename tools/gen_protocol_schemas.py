@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Generate the realtime protocol's JSON Schemas from the msgspec structs.
+
+Writes `protocol/schemas/client.json` (the client→server union) and
+`protocol/schemas/server.json` (the server→client union). The output is deterministic
+(sorted keys, indent 2, trailing newline) so the committed files diff cleanly.
+
+    python tools/gen_protocol_schemas.py            # regenerate
+    python tools/gen_protocol_schemas.py --check    # exit 1 if committed files drifted
+
+`--out DIR` writes or checks another directory instead (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "protocol" / "schemas"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+# Run as a plain script, so the repository root is not on sys.path unless we put it there.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import msgspec  # noqa: E402
+
+from boltorezka.realtime import protocol  # noqa: E402
+
+
+def _document(union: Any, title: str, description: str) -> dict[str, Any]:
+    (root,), components = msgspec.json.schema_components([union], ref_template="#/$defs/{name}")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": title,
+        "description": description,
+        **root,
+        "$defs": components,
+    }
+
+
+def render() -> dict[str, str]:
+    """Map each schema file name to its exact expected text."""
+    version = protocol.PROTOCOL_VERSION
+    docs = {
+        "client.json": _document(
+            protocol.ClientMessage,
+            f"Boltorezka realtime client-to-server message (protocol v{version})",
+            "One JSON text frame sent by a client. Every message carries `requestId`, "
+            "echoed in the `ack` or `nack` that answers it. Generated from "
+            "boltorezka/realtime/protocol.py by tools/gen_protocol_schemas.py; do not edit.",
+        ),
+        "server.json": _document(
+            protocol.ServerMessage,
+            f"Boltorezka realtime server-to-client message (protocol v{version})",
+            "One JSON text frame sent by the server. Clients must ignore unknown fields and "
+            "unknown message types. Generated from boltorezka/realtime/protocol.py by "
+            "tools/gen_protocol_schemas.py; do not edit.",
+        ),
+    }
+    return {
+        name: json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, doc in docs.items()
+    }
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and name each file that differs from the generated one",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="schema directory")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+
+    drifted = []
+    for name, text in render().items():
+        path = out / name
+        try:
+            current = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        if current == text:
+            continue
+        if args.check:
+            drifted.append(path)
+            state = "missing" if current is None else "out of date"
+            print(f"{_display(path)} is {state}", file=sys.stderr)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            # newline="" keeps "\n" on every platform, so the bytes match the check.
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            print(f"wrote {_display(path)}")
+    if drifted:
+        print("regenerate with: python tools/gen_protocol_schemas.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
