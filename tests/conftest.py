@@ -122,3 +122,9 @@ async def make_client(services: Services, **overrides: Any) -> TestClient[Any, A
     test_client: TestClient[Any, Any] = TestClient(TestServer(build_app(custom), host="127.0.0.1"))
     await test_client.start_server()
     return test_client
+
+
+@pytest.fixture
+def ws_url(client: TestClient[Any, Any]) -> str:
+    """The WebSocket endpoint of the test server, on a real 127.0.0.1 port."""
+    return f"ws://127.0.0.1:{client.server.port}/v1/ws"
