@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from boltorezka.api import auth, health, messages, rooms, users
+from boltorezka.api import auth, health, messages, rooms, turn, users
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
 from boltorezka.bus import MemoryBus
@@ -29,7 +29,7 @@ def build_app(services: Services) -> web.Application:
         client_max_size=services.settings.max_body_bytes + 1,
     )
     app[SERVICES] = services
-    for module in (health, auth, users, rooms, messages):
+    for module in (health, auth, users, rooms, messages, turn):
         app.add_routes(module.routes)
 
     bus = MemoryBus()
@@ -38,13 +38,18 @@ def build_app(services: Services) -> web.Application:
     services.rooms.events = hub
     services.messages.events = hub
     services.auth.session_listener = hub.session_revoked
+    services.calls.signals = hub
     app[GATEWAY] = gateway
     attach(app, gateway)
 
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
+        # With the in-memory bus this node is the only one, so live calls in the database
+        # can only be leftovers of its previous run.
+        await services.calls.start_background(end_orphaned=isinstance(bus, MemoryBus))
         yield
+        await services.calls.close()
         await hub.close()
         await bus.close()
 

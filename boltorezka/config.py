@@ -82,6 +82,15 @@ class Settings:
     typing_per_second: float = 1.0
     auth_expiry_warning_seconds: int = 60
     node_id: str = ""
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_uris: tuple[str, ...] = ()
+    stun_uris: tuple[str, ...] = ()
+    turn_ttl: int = 3600
+    call_ring_timeout_seconds: float = 45.0
+    call_grace_seconds: float = 20.0
+    sfu_threshold: int = 4
+    signaling_burst: int = 50
+    signaling_per_second: float = 20.0
 
     @property
     def production(self) -> bool:
@@ -156,6 +165,17 @@ class Settings:
             typing_per_second=_float(get, "TYPING_PER_SECOND", 1.0, 0.001, 1_000_000),
             auth_expiry_warning_seconds=_int(get, "AUTH_EXPIRY_WARNING_SECONDS", 60, 1, 3600),
             node_id=get("NODE_ID") or "",
+            turn_secret=_turn_secret(
+                get("TURN_SECRET"), get("TURN_SECRET_FILE"), production=mode == "production"
+            ),
+            turn_uris=_list(get("TURN_URIS")),
+            stun_uris=_list(get("STUN_URIS")),
+            turn_ttl=_int(get, "TURN_TTL", 3600, 60, 7 * 86400),
+            call_ring_timeout_seconds=_float(get, "CALL_RING_TIMEOUT_SECONDS", 45.0, 0.1, 3600),
+            call_grace_seconds=_float(get, "CALL_GRACE_SECONDS", 20.0, 0.0, 3600),
+            sfu_threshold=_int(get, "SFU_THRESHOLD", 4, 1, 1000),
+            signaling_burst=_int(get, "SIGNALING_BURST", 50, 1, 1_000_000),
+            signaling_per_second=_float(get, "SIGNALING_PER_SECOND", 20.0, 0.001, 1_000_000),
         )
 
 
@@ -186,6 +206,21 @@ def _signing_keys(
                 _check_strong(old, "JWT_PREVIOUS_SECRETS")
             keys.append(SigningKey.from_secret(old))
     return tuple(keys), generated
+
+
+def _turn_secret(secret: str | None, secret_file: str | None, *, production: bool) -> str | None:
+    if secret is None and secret_file is not None:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {ENV_PREFIX}TURN_SECRET_FILE: {exc.strerror}") from None
+    if secret is not None and production:
+        _check_strong(secret, "TURN_SECRET")
+    return secret
+
+
+def _list(raw: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
 
 
 def _check_strong(secret: str, name: str) -> None:

@@ -196,3 +196,9 @@ class InternalError(AppError):
     code = "internal_error"
     title = "Internal server error"
     retryable = True
+
+
+class TurnNotConfigured(Unavailable):
+    code = "turn_not_configured"
+    title = "This server has no TURN relay configured"
+    retryable = False

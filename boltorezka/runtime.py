@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from boltorezka.auth.service import AuthService
 from boltorezka.auth.tokens import TokenCodec
+from boltorezka.calls.service import CallService
 from boltorezka.config import Settings
 from boltorezka.messages.service import MessageService
 from boltorezka.observability.metrics import Metrics
 from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.rooms.service import RoomService
+from boltorezka.rtc import turn
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Services:
     auth: AuthService
     rooms: RoomService
     messages: MessageService
+    calls: CallService
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -40,6 +45,30 @@ class Services:
             register_limiter=TokenBucketLimiter.per_minute(settings.register_rate_per_minute),
             metrics=metrics,
         )
+
+        def ice_servers(user_id: uuid.UUID) -> list[dict[str, Any]]:
+            servers: list[dict[str, Any]] = []
+            if settings.turn_secret is not None and settings.turn_uris:
+                issued = turn.issue(
+                    user_id,
+                    secret=settings.turn_secret,
+                    ttl=settings.turn_ttl,
+                    turn_uris=settings.turn_uris,
+                    stun_uris=settings.stun_uris,
+                )
+                servers = msgspec.to_builtins(issued.ice_servers)
+            elif settings.stun_uris:
+                servers = [{"urls": list(settings.stun_uris)}]
+            return servers
+
+        calls = CallService(
+            pool,
+            metrics,
+            ring_timeout=settings.call_ring_timeout_seconds,
+            grace=settings.call_grace_seconds,
+            sfu_threshold=settings.sfu_threshold,
+            ice_servers=ice_servers,
+        )
         return cls(
             settings=settings,
             pool=pool,
@@ -47,5 +76,6 @@ class Services:
             auth=auth,
             rooms=RoomService(pool),
             messages=MessageService(pool),
+            calls=calls,
             embedded_server=embedded_server,
         )

@@ -85,6 +85,22 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
             room_id=ROOM, kind="mention", unread_count=1, seq=10, message_id=MSG
         )
     ),
+    p.CallStateChanged(
+        payload=p.CallStatePayload(
+            call_id=MSG,
+            room_id=ROOM,
+            state="active",
+            mode="p2p",
+            participants=[p.CallParticipantInfo(participant_id=MSG, user_id=USER)],
+        )
+    ),
+    p.RtcOfferRelayed(payload=p.RelayedSdpPayload(call_id=MSG, sdp="v=0", from_=USER)),
+    p.RtcAnswerRelayed(payload=p.RelayedSdpPayload(call_id=MSG, sdp="v=0")),
+    p.RtcIceRelayed(
+        payload=p.RelayedIcePayload(
+            call_id=MSG, candidate={"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}
+        )
+    ),
 ]
 
 
@@ -236,10 +252,10 @@ def test_message_type_helper() -> None:
 
 
 def test_client_and_server_type_sets() -> None:
-    assert len(p.CLIENT_TYPES) == 13
-    assert len(p.SERVER_TYPES) == 17
-    # chat.read is the one tag used in both directions, with different payloads.
-    assert p.CLIENT_TYPES & p.SERVER_TYPES == {"chat.read"}
+    assert len(p.CLIENT_TYPES) == 21
+    assert len(p.SERVER_TYPES) == 21
+    # These tags are used in both directions, with different payloads.
+    assert p.CLIENT_TYPES & p.SERVER_TYPES == {"chat.read", "rtc.offer", "rtc.answer", "rtc.ice"}
 
 
 # --- ProtocolError ---------------------------------------------------------------------

@@ -73,6 +73,59 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.call_events = Counter(
+            "boltorezka_call_events_total",
+            "Call lifecycle requests by kind",
+            ["event"],
+            registry=self.registry,
+        )
+        self.call_setups = Counter(
+            "boltorezka_call_setups_total",
+            "Call setups reported by clients, by outcome (connected or failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.call_setup_success_ratio = Gauge(
+            "boltorezka_call_setup_success_ratio",
+            "Share of reported call setups that connected, since start",
+            registry=self.registry,
+        )
+        self.call_setup_seconds = Histogram(
+            "boltorezka_call_setup_seconds",
+            "Time from starting a call to connected media, as clients report it",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0),
+            registry=self.registry,
+        )
+        self.ice_outcomes = Counter(
+            "boltorezka_ice_outcomes_total",
+            "ICE outcomes reported by clients (ok or failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ice_failure_rate = Gauge(
+            "boltorezka_ice_failure_rate",
+            "Share of reported ICE negotiations that failed, since start",
+            registry=self.registry,
+        )
+        self.ice_candidate_types = Counter(
+            "boltorezka_ice_selected_candidates_total",
+            "Selected ICE candidate type reported by clients",
+            ["type"],
+            registry=self.registry,
+        )
+        self._setups = {"connected": 0, "failed": 0}
+        self._ice = {"ok": 0, "failed": 0}
+
+    def record_call_setup(self, outcome: str, ice_failed: bool) -> None:
+        self.call_setups.labels(outcome).inc()
+        self._setups[outcome] = self._setups.get(outcome, 0) + 1
+        total = sum(self._setups.values())
+        self.call_setup_success_ratio.set(self._setups["connected"] / total)
+        ice = "failed" if ice_failed else "ok"
+        self.ice_outcomes.labels(ice).inc()
+        self._ice[ice] += 1
+        self.ice_failure_rate.set(self._ice["failed"] / sum(self._ice.values()))
+
     def render(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data

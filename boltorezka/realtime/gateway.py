@@ -23,7 +23,16 @@ from boltorezka.runtime import Services
 
 _log = structlog.get_logger("boltorezka.gateway")
 
-FEATURES = ["chat", "presence", "typing", "resume", "notifications", "read-markers"]
+FEATURES = [
+    "chat",
+    "presence",
+    "typing",
+    "resume",
+    "notifications",
+    "read-markers",
+    "calls",
+    "sfu",
+]
 BINARY_NOT_SUPPORTED = "binary_not_supported"
 # Frames up to this multiple of the limit are read and answered with frame_too_large;
 # beyond it the transport refuses to buffer them at all and closes with 1009.
@@ -119,6 +128,8 @@ class Gateway:
                 await watchdog
             self.hub.remove(conn)
             await conn.stop()
+            with contextlib.suppress(Exception):
+                await self.services.calls.connection_closed(conn.id)
             if not ws.closed:
                 await ws.close()
         return ws

@@ -66,7 +66,18 @@ class RequestHandlers:
             protocol.ChatDelete: self.chat_delete,
             protocol.ChatRead: self.chat_read,
             protocol.ChatHistory: self.chat_history,
+            protocol.CallStart: self.call_start,
+            protocol.CallJoin: self.call_join,
+            protocol.CallLeave: self.call_leave,
+            protocol.CallEnd: self.call_end,
+            protocol.RtcOffer: self.rtc_sdp,
+            protocol.RtcAnswer: self.rtc_sdp,
+            protocol.RtcIce: self.rtc_ice,
+            protocol.CallTelemetry: self.call_telemetry,
         }
+        self._signal_limiter = TokenBucketLimiter(
+            settings.signaling_burst, settings.signaling_per_second
+        )
 
     @staticmethod
     def actor(conn: Connection) -> Actor:
@@ -238,6 +249,53 @@ class RequestHandlers:
             "messages": [_message_dict(m) for m in found],
             "hasMore": len(found) == limit,
         }
+
+    # --- calls ----------------------------------------------------------------------------
+
+    async def call_start(self, conn: Connection, msg: protocol.CallStart) -> Any:
+        return await self.services.calls.start(
+            self.actor(conn), conn.id, msg.payload.room_id, msg.payload.mode
+        )
+
+    async def call_join(self, conn: Connection, msg: protocol.CallJoin) -> Any:
+        return await self.services.calls.join(self.actor(conn), conn.id, msg.payload.call_id)
+
+    async def call_leave(self, conn: Connection, msg: protocol.CallLeave) -> Any:
+        return await self.services.calls.leave(self.actor(conn), conn.id, msg.payload.call_id)
+
+    async def call_end(self, conn: Connection, msg: protocol.CallEnd) -> Any:
+        return await self.services.calls.end(self.actor(conn), conn.id, msg.payload.call_id)
+
+    async def rtc_sdp(self, conn: Connection, msg: protocol.RtcOffer | protocol.RtcAnswer) -> Any:
+        self._limit(self._signal_limiter, f"signal:{conn.id}")
+        self.actor(conn)
+        p = msg.payload
+        await self.services.calls.relay(
+            conn.id,
+            p.call_id,
+            protocol.message_type(msg),
+            p.to,
+            {"sdp": p.sdp, "iceRestart": p.ice_restart},
+        )
+        return None
+
+    async def rtc_ice(self, conn: Connection, msg: protocol.RtcIce) -> Any:
+        self._limit(self._signal_limiter, f"signal:{conn.id}")
+        self.actor(conn)
+        p = msg.payload
+        candidate = msgspec.to_builtins(p.candidate) if p.candidate is not None else None
+        await self.services.calls.relay(
+            conn.id, p.call_id, "rtc.ice", p.to, {"candidate": candidate}
+        )
+        return None
+
+    async def call_telemetry(self, conn: Connection, msg: protocol.CallTelemetry) -> Any:
+        self.actor(conn)
+        p = msg.payload
+        self.services.calls.telemetry(
+            conn.id, p.call_id, p.outcome, p.setup_ms, p.ice_failed, p.candidate_type
+        )
+        return None
 
     # --- helpers --------------------------------------------------------------------------
 

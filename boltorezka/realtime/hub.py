@@ -33,6 +33,7 @@ _log = structlog.get_logger("boltorezka.hub")
 
 ROOM_CHANNEL = "room-events"
 SESSION_CHANNEL = "session-events"
+CONNECTION_CHANNEL = "connection-events"
 GAP_FILL_DELAY = 0.25
 _MENTION = re.compile(r"@([A-Za-z0-9_.-]{3,32})")
 
@@ -50,7 +51,14 @@ class SessionEvent(msgspec.Struct, kw_only=True):
     kind: str = "revoked"
 
 
+class ConnectionEvent(msgspec.Struct, kw_only=True):
+    connection_id: str
+    kind: str
+    payload: dict[str, Any]
+
+
 _encoder = msgspec.json.Encoder()
+_connection_decoder = msgspec.json.Decoder(ConnectionEvent)
 _room_decoder = msgspec.json.Decoder(BusEvent)
 _session_decoder = msgspec.json.Decoder(SessionEvent)
 
@@ -72,6 +80,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         bus.subscribe(ROOM_CHANNEL, self._on_room_event)
         bus.subscribe(SESSION_CHANNEL, self._on_session_event)
+        bus.subscribe(CONNECTION_CHANNEL, self._on_connection_event)
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_typing(), name="typing-sweeper")
@@ -98,6 +107,21 @@ class Hub:
         await self._bus.publish(
             SESSION_CHANNEL, _encoder.encode(SessionEvent(session_id=session_id))
         )
+
+    async def room_broadcast(self, room_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
+        """Send to every connected member of the room, joined on the connection or not."""
+        await self.publish(RoomEvent(room_id=room_id, kind=kind, data=payload))
+
+    async def to_connection(self, connection_id: str, kind: str, payload: dict[str, Any]) -> None:
+        """Send to one connection, on whichever node holds it."""
+        event = ConnectionEvent(connection_id=connection_id, kind=kind, payload=payload)
+        await self._bus.publish(CONNECTION_CHANNEL, _encoder.encode(event))
+
+    async def _on_connection_event(self, data: bytes) -> None:
+        event = _connection_decoder.decode(data)
+        conn = self.connections.get(event.connection_id)
+        if conn is not None:
+            conn.send_raw(event_frame(event.kind, event.payload))
 
     # --- connection lifecycle -------------------------------------------------------------
 
@@ -308,6 +332,11 @@ class Hub:
         kind = event.kind
         if kind == "chat.message":
             await self._deliver_message(event)
+        elif kind == "call.state":
+            frame = event_frame(kind, event.data)
+            for conn in list(self.connections.values()):
+                if event.room_id in conn.member_rooms:
+                    conn.send_raw(frame)
         elif kind in ("chat.edited", "chat.deleted"):
             self._send_room(event.room_id, event_frame(kind, event.data))
         elif kind == "chat.read":

@@ -50,6 +50,17 @@ __all__ = [
     "AuthExpiring",
     "AuthExpiringPayload",
     "AuthRefresh",
+    "CallEnd",
+    "CallJoin",
+    "CallLeave",
+    "CallParticipantInfo",
+    "CallPayload",
+    "CallStart",
+    "CallStartPayload",
+    "CallStateChanged",
+    "CallStatePayload",
+    "CallTelemetry",
+    "CallTelemetryPayload",
     "CapabilitiesPayload",
     "ChatDelete",
     "ChatDeletePayload",
@@ -71,6 +82,7 @@ __all__ = [
     "ClientMessage",
     "DrainingPayload",
     "ErrorPayload",
+    "IceCandidate",
     "Limits",
     "MemberJoined",
     "MemberLeft",
@@ -90,12 +102,22 @@ __all__ = [
     "PresenceSet",
     "PresenceSetPayload",
     "ProtocolError",
+    "RelayedIcePayload",
+    "RelayedSdpPayload",
     "RoomJoin",
     "RoomJoinPayload",
     "RoomLeave",
     "RoomPayload",
     "RoomPresence",
     "RoomPresencePayload",
+    "RtcAnswer",
+    "RtcAnswerRelayed",
+    "RtcIce",
+    "RtcIcePayload",
+    "RtcIceRelayed",
+    "RtcOffer",
+    "RtcOfferRelayed",
+    "RtcSdpPayload",
     "ServerCapabilities",
     "ServerDraining",
     "ServerError",
@@ -359,6 +381,110 @@ class ChatHistory(_ClientEnvelope, tag="chat.history", kw_only=True):
     payload: ChatHistoryPayload
 
 
+# --- calls (client→server) ---------------------------------------------------------------
+CallModeRequest = Literal["p2p", "sfu", "auto"]
+Sdp = Annotated[str, Meta(min_length=1, max_length=60000, description="SDP text.")]
+CandidateType = Literal["host", "srflx", "prflx", "relay"]
+
+
+class CallStartPayload(_ClientPayload):
+    """Start a call in a room. `auto` starts peer-to-peer and moves to the SFU when the
+    call grows past the server's threshold."""
+
+    room_id: uuid.UUID
+    mode: CallModeRequest = "auto"
+
+
+class CallPayload(_ClientPayload):
+    """Names a call."""
+
+    call_id: uuid.UUID
+
+
+class IceCandidate(_ClientPayload):
+    """An RTCIceCandidate as browsers serialise it."""
+
+    candidate: Annotated[str, Meta(max_length=2048)]
+    sdp_mid: Annotated[str, Meta(max_length=64)] | None = None
+    sdp_m_line_index: Annotated[int, Meta(ge=0, le=1024)] | None = None
+    username_fragment: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class RtcSdpPayload(_ClientPayload):
+    """An offer or answer for one participant (`to`), or for the SFU when `to` is absent."""
+
+    call_id: uuid.UUID
+    sdp: Sdp
+    to: uuid.UUID | None = None
+    ice_restart: bool = False
+
+
+class RtcIcePayload(_ClientPayload):
+    """A trickled ICE candidate; `candidate` null signals end of candidates."""
+
+    call_id: uuid.UUID
+    candidate: IceCandidate | None
+    to: uuid.UUID | None = None
+
+
+class CallTelemetryPayload(_ClientPayload):
+    """How establishing media went on this client."""
+
+    call_id: uuid.UUID
+    outcome: Literal["connected", "failed"]
+    setup_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
+    ice_failed: bool = False
+    candidate_type: CandidateType | None = None
+
+
+class CallStart(_ClientEnvelope, tag="call.start", kw_only=True):
+    """Start a call; the ack carries the call, your participant id and ICE servers."""
+
+    payload: CallStartPayload
+
+
+class CallJoin(_ClientEnvelope, tag="call.join", kw_only=True):
+    """Join a live call in a room you belong to."""
+
+    payload: CallPayload
+
+
+class CallLeave(_ClientEnvelope, tag="call.leave", kw_only=True):
+    """Leave a call; the call ends when its last participant leaves."""
+
+    payload: CallPayload
+
+
+class CallEnd(_ClientEnvelope, tag="call.end", kw_only=True):
+    """End the call for everyone (participants and room admins)."""
+
+    payload: CallPayload
+
+
+class RtcOffer(_ClientEnvelope, tag="rtc.offer", kw_only=True):
+    """Relay an SDP offer to another participant of the same call (or the SFU)."""
+
+    payload: RtcSdpPayload
+
+
+class RtcAnswer(_ClientEnvelope, tag="rtc.answer", kw_only=True):
+    """Relay an SDP answer to another participant of the same call (or the SFU)."""
+
+    payload: RtcSdpPayload
+
+
+class RtcIce(_ClientEnvelope, tag="rtc.ice", kw_only=True):
+    """Relay an ICE candidate to another participant of the same call (or the SFU)."""
+
+    payload: RtcIcePayload
+
+
+class CallTelemetry(_ClientEnvelope, tag="call.telemetry", kw_only=True):
+    """Report call setup time, ICE failure and the selected candidate type."""
+
+    payload: CallTelemetryPayload
+
+
 ClientMessage: TypeAlias = (
     Auth
     | AuthRefresh
@@ -373,6 +499,14 @@ ClientMessage: TypeAlias = (
     | ChatDelete
     | ChatRead
     | ChatHistory
+    | CallStart
+    | CallJoin
+    | CallLeave
+    | CallEnd
+    | RtcOffer
+    | RtcAnswer
+    | RtcIce
+    | CallTelemetry
 )
 
 
@@ -643,6 +777,69 @@ class Notification(_ServerEnvelope, tag="notification", kw_only=True):
     payload: NotificationPayload
 
 
+# --- calls (server→client) ---------------------------------------------------------------
+
+
+class CallParticipantInfo(_ServerPayload):
+    """One participant of a call."""
+
+    participant_id: uuid.UUID
+    user_id: uuid.UUID
+    connected: bool = True
+
+
+class CallStatePayload(_ServerPayload):
+    """A call's state after a change."""
+
+    call_id: uuid.UUID
+    room_id: uuid.UUID
+    state: Literal["ringing", "active", "ended"]
+    mode: Literal["p2p", "sfu"]
+    participants: list[CallParticipantInfo]
+    reason: str | None = None
+
+
+class RelayedSdpPayload(_ServerPayload):
+    """An offer or answer from participant `from` (absent when it comes from the SFU)."""
+
+    call_id: uuid.UUID
+    sdp: str
+    from_: uuid.UUID | None = msgspec.field(default=None, name="from")
+    ice_restart: bool = False
+
+
+class RelayedIcePayload(_ServerPayload):
+    """An ICE candidate from participant `from` (absent when it comes from the SFU)."""
+
+    call_id: uuid.UUID
+    candidate: dict[str, Any] | None
+    from_: uuid.UUID | None = msgspec.field(default=None, name="from")
+
+
+class CallStateChanged(_ServerEnvelope, tag="call.state", kw_only=True):
+    """Sent to every connected member of the room when a call starts, changes or ends."""
+
+    payload: CallStatePayload
+
+
+class RtcOfferRelayed(_ServerEnvelope, tag="rtc.offer", kw_only=True):
+    """An SDP offer for you."""
+
+    payload: RelayedSdpPayload
+
+
+class RtcAnswerRelayed(_ServerEnvelope, tag="rtc.answer", kw_only=True):
+    """An SDP answer for you."""
+
+    payload: RelayedSdpPayload
+
+
+class RtcIceRelayed(_ServerEnvelope, tag="rtc.ice", kw_only=True):
+    """An ICE candidate for you."""
+
+    payload: RelayedIcePayload
+
+
 ServerMessage: TypeAlias = (
     ServerCapabilities
     | Ack
@@ -661,6 +858,10 @@ ServerMessage: TypeAlias = (
     | ChatDeleted
     | ChatReadReceipt
     | Notification
+    | CallStateChanged
+    | RtcOfferRelayed
+    | RtcAnswerRelayed
+    | RtcIceRelayed
 )
 
 

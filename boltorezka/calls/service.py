@@ -1,0 +1,351 @@
+"""Call sessions: lifecycle, persistence, signaling relay and setup telemetry.
+
+Live calls are held by the node that hosts them (one node needs no Redis); every state
+change is written to PostgreSQL and announced to the room as ``call.state``. Offers,
+answers and ICE candidates are relayed only between participants of the same call, by
+participant id; the sender is identified by its connection, never by what it claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import asyncpg
+import structlog
+
+from boltorezka.calls.state import (
+    Call,
+    CallMode,
+    CallState,
+    InvalidTransition,
+    NotInCall,
+    Participant,
+)
+from boltorezka.context import Actor
+from boltorezka.errors import AppError, Conflict, NotFound
+from boltorezka.observability.metrics import Metrics
+from boltorezka.rooms.service import ROLE_RANK, require_member, resolve_access
+from boltorezka.store import calls as store
+
+_log = structlog.get_logger("boltorezka.calls")
+
+
+class CallNotFound(NotFound):
+    code = "call_not_found"
+    title = "Call not found"
+
+
+class CallAlreadyLive(Conflict):
+    code = "call_already_live"
+    title = "This room already has a live call; join it instead"
+
+
+class SfuUnavailable(AppError):
+    status = 503
+    code = "sfu_unavailable"
+    title = "The SFU is not reachable"
+    retryable = True
+
+
+class CallSignals(Protocol):
+    """How the service reaches clients: the realtime hub implements it."""
+
+    async def room_broadcast(
+        self, room_id: uuid.UUID, kind: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    async def to_connection(
+        self, connection_id: str, kind: str, payload: dict[str, Any]
+    ) -> None: ...
+
+
+class SfuLink(Protocol):
+    """The route to the SFU process for calls in ``sfu`` mode."""
+
+    async def signal(
+        self, call_id: uuid.UUID, participant_id: uuid.UUID, kind: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    async def participant_left(self, call_id: uuid.UUID, participant_id: uuid.UUID) -> None: ...
+
+
+class CallService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: Metrics,
+        *,
+        ring_timeout: float = 45.0,
+        grace: float = 20.0,
+        sfu_threshold: int = 4,
+        ice_servers: Callable[[uuid.UUID], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self.ring_timeout = ring_timeout
+        self.grace = grace
+        self.sfu_threshold = sfu_threshold
+        self._ice_servers = ice_servers or (lambda _user: [])
+        self.signals: CallSignals | None = None
+        self.sfu: SfuLink | None = None
+        self.calls: dict[uuid.UUID, Call] = {}
+        self._auto: set[uuid.UUID] = set()
+        self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start_background(self, *, end_orphaned: bool) -> None:
+        if end_orphaned:
+            ended = await store.end_orphaned(self._pool)
+            if ended:
+                _log.info("ended calls left live by a previous run", count=ended)
+        self._sweeper = asyncio.create_task(self._sweep(), name="call-sweeper")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    # --- lifecycle requests ---------------------------------------------------------------
+
+    async def start(
+        self, actor: Actor, connection_id: str, room_id: uuid.UUID, mode: str
+    ) -> dict[str, Any]:
+        access = await resolve_access(self._pool, actor, room_id)
+        require_member(access)
+        chosen = CallMode.SFU if mode == "sfu" else CallMode.P2P
+        async with self._lock:
+            call, participant = Call.start(
+                room_id, chosen, actor.user_id, connection_id, time.monotonic()
+            )
+            async with self._pool.acquire() as conn, conn.transaction():
+                if not await store.create(conn, call.id, room_id, chosen.value, actor.user_id):
+                    raise CallAlreadyLive(call_id=str(await store.live_call_id(conn, room_id)))
+                await store.add_participant(
+                    conn, participant.id, call.id, actor.user_id, actor.session_id
+                )
+            self.calls[call.id] = call
+            if mode == "auto":
+                self._auto.add(call.id)
+        self._metrics.call_events.labels("start").inc()
+        await self._announce(call)
+        return self._joined_result(call, participant)
+
+    async def join(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+        call = await self._call_for_member(actor, call_id)
+        async with self._lock:
+            before = call.state
+            participant, is_new = call.join(actor.user_id, connection_id, time.monotonic())
+            upgraded = self._maybe_upgrade(call)
+            async with self._pool.acquire() as conn, conn.transaction():
+                if is_new:
+                    await store.add_participant(
+                        conn, participant.id, call.id, actor.user_id, actor.session_id
+                    )
+                if call.state is not before:
+                    await store.set_state(conn, call.id, call.state.value)
+        self._metrics.call_events.labels("join").inc()
+        await self._announce(call, "upgraded_to_sfu" if upgraded else None)
+        return self._joined_result(call, participant)
+
+    async def leave(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+        call = self._live_call(call_id)
+        participant = call.require_participant(connection_id)
+        await self._remove(call, participant, "left")
+        return {"callId": str(call.id), "state": call.state.value}
+
+    async def end(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+        call = await self._call_for_member(actor, call_id)
+        if call.participant_of(connection_id) is None:
+            access = await resolve_access(self._pool, actor, call.room_id)
+            role = require_member(access)
+            if ROLE_RANK[role] < ROLE_RANK["admin"]:
+                raise NotInCall("only participants or room admins can end a call")
+        async with self._lock:
+            leaving = list(call.participants.values())
+            call.end("ended_by_user")
+            await self._persist_end(call)
+        for participant in leaving:
+            await self._sfu_left(call, participant)
+        self._metrics.call_events.labels("end").inc()
+        await self._announce(call)
+        return {"callId": str(call.id), "state": call.state.value}
+
+    async def connection_closed(self, connection_id: str) -> None:
+        """A socket died: its participants wait out the grace period for a reconnect."""
+        changed = []
+        async with self._lock:
+            for call in list(self.calls.values()):
+                if call.disconnected(connection_id, time.monotonic()) is not None:
+                    changed.append(call)
+        for call in changed:
+            await self._announce(call, "participant_disconnected")
+
+    # --- signaling relay ------------------------------------------------------------------
+
+    async def relay(
+        self,
+        connection_id: str,
+        call_id: uuid.UUID,
+        kind: str,
+        to: uuid.UUID | None,
+        payload: dict[str, Any],
+    ) -> None:
+        """Forward ``rtc.*`` from one participant to another (or to the SFU)."""
+        call = self._live_call(call_id)
+        sender = call.require_participant(connection_id)
+        outgoing = {**payload, "callId": str(call.id), "from": str(sender.id)}
+        if to is None:
+            if call.mode is not CallMode.SFU:
+                raise InvalidTransition("this call is peer-to-peer: address a participant")
+            if self.sfu is None:
+                raise SfuUnavailable()
+            await self.sfu.signal(call.id, sender.id, kind, outgoing)
+            return
+        if to == sender.id:
+            raise InvalidTransition("cannot signal yourself")
+        target = call.target(to)
+        assert target.connection_id is not None and self.signals is not None
+        await self.signals.to_connection(target.connection_id, kind, outgoing)
+
+    async def from_sfu(
+        self, call_id: uuid.UUID, participant_id: uuid.UUID, kind: str, payload: dict[str, Any]
+    ) -> None:
+        """Deliver a message the SFU addressed to one participant."""
+        call = self.calls.get(call_id)
+        participant = call.participants.get(participant_id) if call else None
+        if participant is None or participant.connection_id is None or self.signals is None:
+            return
+        await self.signals.to_connection(
+            participant.connection_id, kind, {**payload, "callId": str(call_id)}
+        )
+
+    def telemetry(
+        self,
+        connection_id: str,
+        call_id: uuid.UUID,
+        outcome: str,
+        setup_ms: int | None,
+        ice_failed: bool,
+        candidate_type: str | None,
+    ) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.participant_of(connection_id) is None:
+            raise NotInCall()
+        self._metrics.record_call_setup(outcome, ice_failed)
+        if setup_ms is not None and outcome == "connected":
+            self._metrics.call_setup_seconds.observe(setup_ms / 1000)
+        if candidate_type is not None:
+            self._metrics.ice_candidate_types.labels(candidate_type).inc()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _maybe_upgrade(self, call: Call) -> bool:
+        if (
+            call.id in self._auto
+            and call.mode is CallMode.P2P
+            and len(call.participants) > self.sfu_threshold
+        ):
+            call.mode = CallMode.SFU
+            return True
+        return False
+
+    async def _call_for_member(self, actor: Actor, call_id: uuid.UUID) -> Call:
+        call = self._live_call(call_id)
+        require_member(await resolve_access(self._pool, actor, call.room_id))
+        return call
+
+    def _live_call(self, call_id: uuid.UUID) -> Call:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallNotFound()
+        if not call.live:
+            raise InvalidTransition("the call has ended")
+        return call
+
+    async def _remove(self, call: Call, participant: Participant, reason: str) -> None:
+        async with self._lock:
+            ended = call.leave(participant.id, reason)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await store.remove_participant(conn, participant.id, reason)
+                if ended:
+                    await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
+            if ended:
+                self.calls.pop(call.id, None)
+        await self._sfu_left(call, participant)
+        await self._announce(call)
+
+    async def _persist_end(self, call: Call) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
+            await store.end_all_participants(conn, call.id, call.end_reason or "ended")
+        self.calls.pop(call.id, None)
+        self._auto.discard(call.id)
+
+    async def _sfu_left(self, call: Call, participant: Participant) -> None:
+        if call.mode is CallMode.SFU and self.sfu is not None:
+            with contextlib.suppress(Exception):
+                await self.sfu.participant_left(call.id, participant.id)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                await self._expire_once()
+            except Exception:
+                _log.exception("call sweep failed")
+
+    async def _expire_once(self) -> None:
+        now = time.monotonic()
+        for call in list(self.calls.values()):
+            async with self._lock:
+                before = dict(call.participants)
+                removed = call.expire(now, ring_timeout=self.ring_timeout, grace=self.grace)
+                if not removed and call.live:
+                    continue
+                async with self._pool.acquire() as conn, conn.transaction():
+                    for participant_id in removed:
+                        await store.remove_participant(conn, participant_id, "connection_lost")
+                    if not call.live:
+                        await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
+                        await store.end_all_participants(conn, call.id, call.end_reason or "ended")
+                if not call.live:
+                    self.calls.pop(call.id, None)
+                    self._auto.discard(call.id)
+            for participant_id in removed:
+                await self._sfu_left(call, before[participant_id])
+            await self._announce(call)
+
+    def _joined_result(self, call: Call, participant: Participant) -> dict[str, Any]:
+        return {
+            "call": self.describe(call),
+            "participantId": str(participant.id),
+            "iceServers": self._ice_servers(participant.user_id),
+        }
+
+    @staticmethod
+    def describe(call: Call, reason: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "callId": str(call.id),
+            "roomId": str(call.room_id),
+            "state": call.state.value,
+            "mode": call.mode.value,
+            "participants": [
+                {"participantId": str(p.id), "userId": str(p.user_id), "connected": p.connected}
+                for p in call.participants.values()
+            ],
+        }
+        if reason or call.end_reason:
+            data["reason"] = reason or call.end_reason
+        return data
+
+    async def _announce(self, call: Call, reason: str | None = None) -> None:
+        if self.signals is not None:
+            await self.signals.room_broadcast(
+                call.room_id, "call.state", self.describe(call, reason)
+            )

@@ -1,0 +1,1 @@
+"""Media-plane helpers: TURN credentials, and the SFU."""
