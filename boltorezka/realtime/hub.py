@@ -390,7 +390,10 @@ class Hub:
         if not targets:
             return
         read_markers = await room_store.read_markers(self._pool, event.room_id)
-        mentioned = {name.lower() for name in _MENTION.findall(message.get("body", ""))}
+        mentioned: set[str] = set()
+        for name in _MENTION.findall(message.get("body", "")):
+            # Names may contain dots, but "thanks @bob." ends a sentence: accept both readings.
+            mentioned.update((name.lower(), name.rstrip(".").lower()))
         for conn in targets:
             assert conn.user_id is not None
             last_read = read_markers.get(conn.user_id)
