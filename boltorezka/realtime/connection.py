@@ -96,10 +96,12 @@ class Connection:
                 self._on_overflow(self)
             self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
 
-    def close_soon(self, code: CloseCode) -> None:
+    def close_soon(self, code: CloseCode, *, flush: bool = False) -> None:
         """Close from synchronous code; the close happens on its own task."""
         if self._closing is None and self.close_code is None:
-            self._closing = asyncio.create_task(self.close(code), name=f"ws-close-{self.id}")
+            self._closing = asyncio.create_task(
+                self.close(code, flush=flush), name=f"ws-close-{self.id}"
+            )
 
     async def close(self, code: CloseCode, *, flush: bool = False) -> None:
         """Close with ``code``. With ``flush``, frames already queued are sent first."""

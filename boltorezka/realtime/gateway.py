@@ -181,7 +181,7 @@ class Gateway:
             result = await handler(conn, message)
         except AppError as error:
             self._nack_error(conn, message.request_id, error)
-            if isinstance(message, protocol.Auth):
+            if isinstance(message, protocol.Auth) and not conn.authenticated:
                 await conn.close(CloseCode.AUTH_FAILED, flush=True)
             return
         except Exception:
@@ -226,7 +226,8 @@ class Gateway:
         conn.send(nack)
         conn.violations += 1
         if conn.violations > self.settings.ws_violation_budget:
-            conn.close_soon(CloseCode.POLICY_VIOLATION_BUDGET)
+            # Flush so the nack for the frame that broke the budget still arrives.
+            conn.close_soon(CloseCode.POLICY_VIOLATION_BUDGET, flush=True)
 
     # --- session expiry -------------------------------------------------------------------
 
