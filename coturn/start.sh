@@ -5,6 +5,11 @@
 # TURN_SECRET or TURN_SECRET_FILE (the same value Boltorezka has in BOLTOREZKA_TURN_SECRET).
 # Optional: TURN_SECRET_PREVIOUS or TURN_SECRET_PREVIOUS_FILE during a rotation,
 # TURN_LISTEN_IP (default 0.0.0.0), TURN_CONFIG_OUT (default /run/boltorezka/turnserver.conf).
+#
+# Secrets live either in the rendered file (static-auth-secret lines; changing them needs a
+# restart) or, with TURN_USERDB=<sqlite file>, in coturn's database, where
+# coturn/rotate-secret.sh adds and removes them while coturn runs: the way to rotate
+# without dropping a single allocation. The database is seeded with the secret(s) at start.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -29,9 +34,19 @@ for var in TURN_REALM TURN_EXTERNAL_IP TURN_TLS_CERT TURN_TLS_KEY; do
   if [[ -z "${!var:-}" ]]; then echo "coturn/start.sh: set $var" >&2; exit 2; fi
 done
 
-secrets_block="static-auth-secret=${secret}"
-if [[ -n "$previous" ]]; then
-  secrets_block+=$'\n'"static-auth-secret=${previous}"
+if [[ -n "${TURN_USERDB:-}" ]]; then
+  secrets_block="userdb=${TURN_USERDB}"
+  mkdir -p "$(dirname "$TURN_USERDB")"
+  for value in "$secret" "$previous"; do
+    if [[ -n "$value" ]]; then
+      TURN_SECRET="$value" "$here/rotate-secret.sh" add >/dev/null
+    fi
+  done
+else
+  secrets_block="static-auth-secret=${secret}"
+  if [[ -n "$previous" ]]; then
+    secrets_block+=$'\n'"static-auth-secret=${previous}"
+  fi
 fi
 
 config=$(<"$here/turnserver.conf.template")

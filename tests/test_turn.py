@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from boltorezka.rtc import turn
 from boltorezka.runtime import Services
 from tests.conftest import make_client
 from tests.helpers import register
-from tests.turn import TurnServer, allocate, run_coturn
+from tests.turn import TurnServer, allocate, rotate, run_coturn
 
 SECRET = "turn-secret-for-tests-0123456789abcdef"
 PREVIOUS_SECRET = "previous-turn-secret-0123456789abcdef"
@@ -111,6 +113,31 @@ async def test_rotation_keeps_credentials_from_both_secrets_valid(coturn: TurnSe
     for secret in (SECRET, PREVIOUS_SECRET):
         issued = turn.issue(user, secret=secret, ttl=300, turn_uris=(coturn.uri,))
         assert await allocate(coturn, issued.username, issued.password), secret
+
+
+async def test_secret_rotation_in_the_database_needs_no_restart(tmp_path: Path) -> None:
+    old, new = "old-rotating-secret-0123456789abcdef", "new-rotating-secret-0123456789abcdef"
+    userdb = tmp_path / "turndb"
+    user = uuid.uuid4()
+
+    def creds(secret: str) -> tuple[str, str]:
+        issued = turn.issue(user, secret=secret, ttl=300, turn_uris=("turn:x",))
+        return issued.username, issued.password
+
+    with run_coturn(old, userdb=userdb) as server:
+        pid = server.process.pid
+        assert await allocate(server, *creds(old))
+        assert not await allocate(server, *creds(new))
+        # Step 1 of a rotation: both secrets valid, while nodes switch to the new one.
+        await asyncio.to_thread(rotate, userdb, "add", new)
+        assert await allocate(server, *creds(new))
+        assert await allocate(server, *creds(old))
+        # Step 2, after the credential TTL: the old secret stops working.
+        await asyncio.to_thread(rotate, userdb, "remove", old)
+        assert not await allocate(server, *creds(old))
+        assert await allocate(server, *creds(new))
+        # The same coturn process served all of it: no restart, no dropped allocations.
+        assert server.process.pid == pid and server.process.poll() is None
 
 
 def test_turn_secret_comes_from_environment_or_file(tmp_path: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import socket
@@ -49,13 +50,16 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float
 
 
 @contextlib.contextmanager
-def run_coturn(*secrets: str) -> Iterator[TurnServer]:
+def run_coturn(*secrets: str, userdb: Path | None = None) -> Iterator[TurnServer]:
+    """coturn on a free port; with ``userdb`` the secrets live in its SQLite database."""
     if shutil.which("turnserver") is None:
         raise RuntimeError("coturn is not installed (apt-get install coturn); .ci/run installs it")
     port = _free_port()
     low = random.randrange(40000, 59000, 200)
+    env = {**os.environ, "TURN_USERDB": str(userdb)} if userdb is not None else None
     process = subprocess.Popen(
         ["bash", str(START_SCRIPT), str(port), str(low), str(low + 199), *secrets],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -88,3 +92,20 @@ async def allocate(turn: TurnServer, username: str, password: str) -> bool:
     relayed = transport.get_extra_info("sockname")
     transport.close()
     return bool(relayed)
+
+
+def rotate(userdb: Path, action: str, secret: str) -> None:
+    """Add or remove a secret in a running coturn's database with coturn/rotate-secret.sh."""
+    env = {
+        **os.environ,
+        "TURN_USERDB": str(userdb),
+        "TURN_REALM": "boltorezka.test",
+        "TURN_SECRET": secret,
+    }
+    subprocess.run(
+        ["bash", str(ROOT / "coturn" / "rotate-secret.sh"), action],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=20,
+    )
