@@ -74,3 +74,137 @@ async def post_message(
     assert response.status in (200, 201), await response.text()
     data: dict[str, Any] = await response.json()
     return data
+
+
+# --- Control-plane helpers: problem JSON, subprocesses of the CLI, audit rows. ---
+
+PROBLEM_JSON = "application/problem+json"
+
+
+async def expect_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Assert ``response`` is a problem JSON with ``status`` and ``code``; return its body."""
+    text = await response.text()
+    assert response.status == status, text
+    assert response.content_type == PROBLEM_JSON, response.content_type
+    data: dict[str, Any] = await response.json(content_type=None)
+    assert data["code"] == code, data
+    assert data["status"] == status, data
+    assert data["type"] == f"urn:boltorezka:problem:{code}", data
+    return data
+
+
+def url_with_search_path(url: str, schema: str) -> str:
+    """A database URL whose connections use ``schema`` (for the CLI, which takes only a URL)."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """The current environment without any ``BOLTOREZKA_*`` variable, plus ``settings``.
+
+    Keys are given without the prefix: ``cli_env(DATABASE_URL=...)``.
+    """
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOLTOREZKA_")}
+    env.update({f"BOLTOREZKA_{key}": value for key, value in settings.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def audit_rows(pool: Any, action: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT actor_id, action, target_type, target_id, request_id, outcome, details "
+        "FROM audit_log WHERE action = $1 ORDER BY id",
+        action,
+    )
+    return [dict(row) for row in rows]
+
+
+# --- Room and message tests: one call returning (status, JSON), accounts in bulk. ---
+
+
+async def api_call(
+    client: TestClient[Any, Any],
+    method: str,
+    path: str,
+    who: Account | None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request as ``who`` (None: anonymous); the status and the decoded JSON (or None).
+
+    Every error answer is checked to be problem JSON whose ``status`` matches the response.
+    """
+    import json
+
+    sent = dict(who.headers) if who is not None else {}
+    sent.update(headers or {})
+    response = await client.request(method, path, json=body, headers=sent)
+    text = await response.text()
+    data = json.loads(text) if text else None
+    if response.status >= 400:
+        assert response.content_type == "application/problem+json", (response.status, text)
+        assert data["status"] == response.status and data["code"], data
+    return response.status, data
+
+
+def status_and_code(status: int, data: Any) -> tuple[int, str | None]:
+    """(status, problem code), the code None for a success: what authorization tables compare."""
+    code = data.get("code") if status >= 400 and isinstance(data, dict) else None
+    return status, code
+
+
+async def register_many(client: TestClient[Any, Any], count: int) -> list[Account]:
+    import asyncio
+
+    return list(await asyncio.gather(*(register(client) for _ in range(count))))
+
+
+async def quick_accounts(services: Any, count: int) -> list[Account]:
+    """``count`` signed-in accounts made straight in the database, with real access tokens.
+
+    For tests about rooms and messages, not sign-up: registering pays for an argon2 hash
+    (about 0.1 s of CPU each). These accounts have an unusable password and no refresh token.
+    """
+    accounts = []
+    async with services.pool.acquire() as conn, conn.transaction():
+        for _ in range(count):
+            name = f"quick{next(_counter)}"
+            user_id = await conn.fetchval(
+                "INSERT INTO users (username, display_name, password_hash) "
+                "VALUES ($1, $1, '!unusable') RETURNING id",
+                name,
+            )
+            session_id = await conn.fetchval(
+                "INSERT INTO device_sessions (user_id, device_name, expires_at) "
+                "VALUES ($1, 'test', now() + interval '1 day') RETURNING id",
+                user_id,
+            )
+            token, _ = services.auth.codec.issue(user_id, session_id)
+            accounts.append(Account(str(user_id), name, token, "", str(session_id)))
+    return accounts
+
+
+async def wait_until_blocked_by(pool: Any, holder_pid: int, timeout: float = 10.0) -> None:
+    """Return once some backend waits on a lock held by the backend ``holder_pid``."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        for _ in itertools.count():
+            blocked = await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                holder_pid,
+            )
+            if blocked:
+                return
+            await asyncio.sleep(0.01)

@@ -21,6 +21,8 @@ from boltorezka.errors import (
 T = TypeVar("T")
 
 ACTOR_KEY = web.RequestKey("actor", Actor)
+# Why the Authorization header was rejected; raised only where the caller's identity is needed.
+AUTH_ERROR_KEY = web.RequestKey("auth_error", Unauthenticated)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -119,6 +121,9 @@ def actor(request: web.Request) -> Actor:
     """The authenticated caller; the auth middleware put it there or the route is public."""
     found: Actor | None = request.get(ACTOR_KEY)
     if found is None:
+        rejected = request.get(AUTH_ERROR_KEY)
+        if rejected is not None:
+            raise rejected
         raise Unauthenticated("send an access token in the Authorization: Bearer header")
     return found
 

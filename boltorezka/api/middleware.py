@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from boltorezka.api.http import ACTOR_KEY, REQUEST_ID_KEY
+from boltorezka.api.http import ACTOR_KEY, AUTH_ERROR_KEY, REQUEST_ID_KEY
 from boltorezka.api.keys import SERVICES
 from boltorezka.api.problems import problem_response
 from boltorezka.errors import (
@@ -20,6 +20,7 @@ from boltorezka.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     RouteNotFound,
+    Unauthenticated,
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -48,6 +49,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(error, request_id)
     except web.HTTPException as exc:
         response = problem_response(_from_http_exception(exc), request_id)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 lists the methods the route supports
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         _log.exception("unhandled error", path=request.path, method=request.method)
         response = problem_response(InternalError(), request_id)
@@ -73,9 +76,15 @@ async def _authenticate(request: web.Request) -> None:
     if header is None:
         return
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-    actor = await request.app[SERVICES].auth.authenticate(token.strip())
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
+        actor = await request.app[SERVICES].auth.authenticate(token.strip())
+    except Unauthenticated as error:
+        # Enforced only where identity is needed (``actor()``): a stale token that a client
+        # still sends must not block login, registration or refresh.
+        request[AUTH_ERROR_KEY] = error
+        return
     request[ACTOR_KEY] = actor
     structlog.contextvars.bind_contextvars(
         user_id=str(actor.user_id), session_id=str(actor.session_id)

@@ -25,6 +25,15 @@ def problem_response(error: AppError, request_id: str) -> web.Response:
     }
     body.update(error.extra)
     headers = {"X-Request-ID": request_id}
+    if error.status == 401:
+        # RFC 6750: tell the client which scheme to use and, when a token was sent, why.
+        generic = error.code == "unauthenticated"
+        headers["WWW-Authenticate"] = (
+            'Bearer realm="boltorezka"'
+            if generic
+            else f'Bearer realm="boltorezka", error="invalid_token", '
+            f'error_description="{error.code}"'
+        )
     retry_after_ms = error.extra.get("retryAfterMs")
     if isinstance(retry_after_ms, int):
         headers["Retry-After"] = str(max(1, -(-retry_after_ms // 1000)))

@@ -146,15 +146,16 @@ class AuthService:
             if outcome == "reused" and session_id is not None:
                 # Someone holds a copy of an old token: end the session for everyone.
                 owner = await sessions.revoke(conn, session_id, "refresh_token_reused")
-                await audit.record(
-                    conn,
-                    "session.revoke",
-                    info,
-                    actor_id=owner,
-                    target_type="session",
-                    target_id=session_id,
-                    details={"reason": "refresh_token_reused"},
-                )
+                if owner is not None:  # already revoked sessions have nothing to record
+                    await audit.record(
+                        conn,
+                        "session.revoke",
+                        info,
+                        actor_id=owner,
+                        target_type="session",
+                        target_id=session_id,
+                        details={"reason": "refresh_token_reused"},
+                    )
                 self._metrics.auth_events.labels("refresh", "reused").inc()
                 await self._session_ended(session_id)
                 raise RefreshTokenReused()
