@@ -43,15 +43,10 @@ async def history(request: web.Request) -> web.Response:
     after = query_int(request, "after", None, low=0, high=MAX_SEQ)
     limit = query_int(request, "limit", 50, low=1, high=200)
     assert limit is not None
-    messages = await request.app[SERVICES].messages.history(
+    messages, has_more = await request.app[SERVICES].messages.history(
         me, room_id, before=before, after=after, limit=limit
     )
-    return json_response(
-        {
-            "messages": messages,
-            "hasMore": len(messages) == limit,
-        }
-    )
+    return json_response({"messages": messages, "hasMore": has_more})
 
 
 @routes.patch("/v1/rooms/{roomId}/messages/{messageId}")

@@ -63,11 +63,16 @@ class MessageService:
     ) -> PostResult:
         existing = await store.by_client_id(self._pool, actor.user_id, client_msg_id)
         if existing is not None:
+            # A replay answers only a caller who may still read the room: the same 404/403
+            # as any other room route, never a 200 or 409 that skips the access rules.
+            require_member(await resolve_access(self._pool, actor, room_id))
             return self._replay(existing, room_id, body)
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    access = await resolve_access(conn, actor, room_id)
+                    # Lock the room row now (insert_next would lock it anyway): a concurrent
+                    # archive or delete is then seen here instead of being written past.
+                    access = await resolve_access(conn, actor, room_id, for_update=True)
                     require_member(access)
                     require_writable(access)
                     if reply_to is not None and await store.get(conn, room_id, reply_to) is None:
@@ -77,6 +82,8 @@ class MessageService:
                     message = await store.insert_next(
                         conn, room_id, actor.user_id, client_msg_id, body, reply_to
                     )
+                    # What you wrote yourself is read: it never counts as unread for you.
+                    await room_store.set_read_marker(conn, room_id, actor.user_id, message.seq)
             except asyncpg.UniqueViolationError:
                 # A concurrent send with the same clientMsgId committed first.
                 winner = await store.by_client_id(conn, actor.user_id, client_msg_id)
@@ -102,10 +109,16 @@ class MessageService:
         before: int | None,
         after: int | None,
         limit: int,
-    ) -> list[Message]:
+    ) -> tuple[list[Message], bool]:
+        """A page of messages in ascending seq, and whether more lie beyond it."""
         access = await resolve_access(self._pool, actor, room_id)
         require_member(access)
-        return await store.page(self._pool, room_id, before=before, after=after, limit=limit)
+        # One extra row tells whether the page is the last one, without a second query.
+        found = await store.page(self._pool, room_id, before=before, after=after, limit=limit + 1)
+        if len(found) <= limit:
+            return found, False
+        # Forward pages run past their end; backward pages past their start.
+        return (found[:limit] if after is not None else found[1:]), True
 
     async def edit(
         self, actor: Actor, room_id: uuid.UUID, message_id: uuid.UUID, body: str

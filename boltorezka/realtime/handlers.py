@@ -241,13 +241,13 @@ class RequestHandlers:
     async def chat_history(self, conn: Connection, msg: protocol.ChatHistory) -> Any:
         p = msg.payload
         limit = p.limit or 50
-        found = await self.services.messages.history(
+        found, has_more = await self.services.messages.history(
             self.actor(conn), p.room_id, before=p.before, after=p.after, limit=limit
         )
         return {
             "roomId": str(p.room_id),
             "messages": [_message_dict(m) for m in found],
-            "hasMore": len(found) == limit,
+            "hasMore": has_more,
         }
 
     # --- calls ----------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import asyncpg
 from boltorezka.config import Settings
 
 EMBEDDED_DATABASE = "boltorezka"
+# pgserver's record, inside pgdata, of the processes holding a handle on the server.
+_HANDLE_PIDS = ".handle_pids.json"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -28,12 +32,45 @@ def start_embedded(data_dir: Path) -> Any:
 
     pgdata = data_dir / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
+    # pgserver serialises handle bookkeeping with this lock; hold it while pruning too.
+    lock = getattr(getattr(pgserver, "PostgresServer", None), "_lock", None)
+    with lock if lock is not None else contextlib.nullcontext():
+        _forget_dead_handles(pgdata)
     get_server = pgserver.get_server  # type: ignore[attr-defined]
     server = get_server(pgdata, cleanup_mode="stop")
     existing = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
     if "(1 row)" not in existing:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return server
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of processes that died holding a handle (SIGKILL, OOM kill, power loss).
+
+    pgserver stops PostgreSQL only when the exiting process is the last pid on its list, so
+    one stale pid left by a crash would keep the embedded server running after every later
+    clean exit, for good.
+    """
+    path = pgdata / _HANDLE_PIDS
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 async def resolve_database_url(settings: Settings) -> tuple[str, Any]:

@@ -67,11 +67,25 @@ async def get_with_role(
     conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID, *, for_update: bool = False
 ) -> tuple[Room, str | None] | None:
     """The live (not deleted) room and the user's role in it, or None."""
-    lock = " FOR UPDATE OF r" if for_update else ""
+    if for_update:
+        # Lock first, then read the role in a statement of its own: its snapshot is taken
+        # once the lock is held, so a membership change that committed while this waited
+        # (every one of them locks the room row too) is seen, not the role from before.
+        locked = await conn.fetchrow(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms r "
+            "WHERE r.id = $1 AND r.deleted_at IS NULL FOR UPDATE",
+            room_id,
+        )
+        if locked is None:
+            return None
+        role: str | None = await conn.fetchval(
+            "SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2", room_id, user_id
+        )
+        return Room.from_row(locked), role
     row = await conn.fetchrow(
         f"SELECT {_ROOM_COLUMNS}, m.role AS my_role FROM rooms r "
         f"LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = $2 "
-        f"WHERE r.id = $1 AND r.deleted_at IS NULL{lock}",
+        f"WHERE r.id = $1 AND r.deleted_at IS NULL",
         room_id,
         user_id,
     )
