@@ -149,12 +149,14 @@ class CallService:
                     )
                 if call.state is not before:
                     await store.set_state(conn, call.id, call.state.value)
+                if upgraded:
+                    await store.set_mode(conn, call.id, call.mode.value)
         self._metrics.call_events.labels("join").inc()
         await self._announce(call, "upgraded_to_sfu" if upgraded else None)
         return self._joined_result(call, participant)
 
     async def leave(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
-        call = self._live_call(call_id)
+        call = await self._call_for_member(actor, call_id)
         participant = call.require_participant(connection_id)
         await self._remove(call, participant, "left")
         return {"callId": str(call.id), "state": call.state.value}
@@ -205,7 +207,10 @@ class CallService:
                 raise InvalidTransition("this call is peer-to-peer: address a participant")
             if self.sfu is None:
                 raise SfuUnavailable()
-            await self.sfu.signal(call.id, sender.id, kind, outgoing)
+            try:
+                await self.sfu.signal(call.id, sender.id, kind, outgoing)
+            except Exception as exc:  # the link says why; the client only needs to retry
+                raise SfuUnavailable() from exc
             return
         if to == sender.id:
             raise InvalidTransition("cannot signal yourself")
@@ -277,6 +282,7 @@ class CallService:
                     await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
             if ended:
                 self.calls.pop(call.id, None)
+                self._auto.discard(call.id)
         await self._sfu_left(call, participant)
         await self._announce(call)
 
@@ -304,6 +310,8 @@ class CallService:
         now = time.monotonic()
         for call in list(self.calls.values()):
             async with self._lock:
+                if not call.live:
+                    continue  # ended (persisted and announced) while this sweep waited
                 before = dict(call.participants)
                 removed = call.expire(now, ring_timeout=self.ring_timeout, grace=self.grace)
                 if not removed and call.live:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
-
 from boltorezka.store import Executor
 
 
@@ -20,18 +18,16 @@ async def create(
     conn: Executor, call_id: uuid.UUID, room_id: uuid.UUID, mode: str, started_by: uuid.UUID
 ) -> bool:
     """Insert a ringing call; False if the room already has a live one."""
-    try:
-        await conn.execute(
-            "INSERT INTO call_sessions (id, room_id, mode, state, started_by) "
-            "VALUES ($1, $2, $3, 'ringing', $4)",
-            call_id,
-            room_id,
-            mode,
-            started_by,
-        )
-    except asyncpg.UniqueViolationError:
-        return False
-    return True
+    inserted = await conn.fetchval(
+        "INSERT INTO call_sessions (id, room_id, mode, state, started_by) "
+        "VALUES ($1, $2, $3, 'ringing', $4) "
+        "ON CONFLICT (room_id) WHERE state <> 'ended' DO NOTHING RETURNING true",
+        call_id,
+        room_id,
+        mode,
+        started_by,
+    )
+    return bool(inserted)
 
 
 async def set_state(
@@ -46,6 +42,10 @@ async def set_state(
         state,
         end_reason,
     )
+
+
+async def set_mode(conn: Executor, call_id: uuid.UUID, mode: str) -> None:
+    await conn.execute("UPDATE call_sessions SET mode = $2 WHERE id = $1", call_id, mode)
 
 
 async def add_participant(
