@@ -10,10 +10,12 @@ from aiohttp import web
 from boltorezka.api import auth, health, messages, rooms, turn, users
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
-from boltorezka.bus import MemoryBus
+from boltorezka.bus import Bus, MemoryBus
+from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
 from boltorezka.realtime.gateway import Gateway, attach
 from boltorezka.realtime.hub import Hub
+from boltorezka.rtc.sfu_link import SfuBusLink
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool, resolve_database_url
@@ -21,7 +23,7 @@ from boltorezka.store.database import create_pool, resolve_database_url
 _log = structlog.get_logger("boltorezka.app")
 
 
-def build_app(services: Services) -> web.Application:
+def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     """An application around already-built services (tests build their own)."""
     app = web.Application(
         middlewares=[request_middleware],
@@ -32,22 +34,23 @@ def build_app(services: Services) -> web.Application:
     for module in (health, auth, users, rooms, messages, turn):
         app.add_routes(module.routes)
 
-    bus = MemoryBus()
+    bus = bus or MemoryBus()
     hub = Hub(bus, services.pool, services.metrics)
     gateway = Gateway(services, hub)
     services.rooms.events = hub
     services.messages.events = hub
     services.auth.session_listener = hub.session_revoked
     services.calls.signals = hub
+    services.calls.sfu = SfuBusLink(bus, services.calls)
     app[GATEWAY] = gateway
     attach(app, gateway)
 
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
-        # With the in-memory bus this node is the only one, so live calls in the database
-        # can only be leftovers of its previous run.
-        await services.calls.start_background(end_orphaned=isinstance(bus, MemoryBus))
+        # Without Redis this node is the only one, so live calls in the database can only
+        # be leftovers of its previous run.
+        await services.calls.start_background(end_orphaned=not isinstance(bus, RedisBus))
         yield
         await services.calls.close()
         await hub.close()

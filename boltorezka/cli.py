@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -14,6 +15,9 @@ from aiohttp import web
 from boltorezka import __version__
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
+from boltorezka.bus import Bus
+from boltorezka.bus.redis import RedisBus
+from boltorezka.bus.socket import SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
 from boltorezka.store import migrate
@@ -31,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-migrate", action="store_true", help="do not apply pending migrations on start"
     )
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    sfu = commands.add_parser("sfu", help="run the SFU media process")
+    sfu.add_argument(
+        "--bus-socket",
+        help="Unix socket of a local `boltorezka serve` bus "
+        "(default: BOLTOREZKA_REDIS_URL, else the local server's socket)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -47,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "sfu":
+            return asyncio.run(_sfu(settings, args.bus_socket))
         if args.no_migrate:
             from dataclasses import replace
 
@@ -71,26 +83,88 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+def bus_socket_path(settings: Settings) -> Path:
+    return settings.bus_socket or settings.data_dir / "bus.sock"
+
+
+def make_bus(settings: Settings) -> Bus:
+    if settings.redis_url:
+        return RedisBus(settings.redis_url)
+    return SocketBus(bus_socket_path(settings))
+
+
+async def _sfu(settings: Settings, socket_path: str | None) -> int:
+    from boltorezka.rtc import sfu_process  # aiortc loads only in the media process
+
+    bus: Bus
+    if socket_path:
+        bus = SocketBusClient(Path(socket_path))
+    elif settings.redis_url:
+        bus = RedisBus(settings.redis_url)
+    else:
+        bus = SocketBusClient(bus_socket_path(settings))
+    await sfu_process.run(bus)
+    return 0
+
+
+async def _supervise_sfu(socket_path: Path | None, stop: asyncio.Event) -> None:
+    """Run the SFU as a child process while the server runs; restart it if it dies.
+
+    Without a socket path the child finds the bus itself (BOLTOREZKA_REDIS_URL).
+    """
+    backoff = 0.5
+    args = ["--bus-socket", str(socket_path)] if socket_path is not None else []
+    while not stop.is_set():
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "boltorezka", "sfu", *args
+        )
+        waiter = asyncio.create_task(child.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            if child.returncode is None:
+                child.terminate()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await child.wait()
+                if child.returncode is None:
+                    child.kill()
+            waiter.cancel()
+            return
+        stopper.cancel()
+        _log.warning("sfu process exited; restarting", code=child.returncode)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
+
+
 async def _serve(settings: Settings) -> int:
     services = await start_services(settings)
-    app = build_app(services)
+    bus = make_bus(settings)
+    app = build_app(services, bus)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    # With BOLTOREZKA_PORT=0 the OS picks the port: report the one actually bound.
+    addresses = [a for a in runner.addresses if isinstance(a, tuple)]
+    port = int(addresses[0][1]) if addresses else settings.port
     _log.info(
         "listening",
         host=settings.host,
-        port=settings.port,
+        port=port,
         env=settings.env,
         database="embedded" if services.embedded_server is not None else "configured",
     )
-    print(f"boltorezka listening on http://{settings.host}:{settings.port}", flush=True)
+    print(f"boltorezka listening on http://{settings.host}:{port}", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sfu_task = None
+    if settings.sfu_mode == "spawn":
+        socket_path = bus.path if isinstance(bus, SocketBus) else None
+        sfu_task = asyncio.create_task(_supervise_sfu(socket_path, stop))
     await stop.wait()
     _log.info("draining")
     services.extras["draining"] = True
@@ -102,6 +176,8 @@ async def _serve(settings: Settings) -> int:
             await site.stop()
     await gateway.drain()
     await runner.cleanup()
+    if sfu_task is not None:
+        await sfu_task
     await services.pool.close()
     _log.info("stopped")
     return 0

@@ -89,6 +89,9 @@ class Settings:
     call_ring_timeout_seconds: float = 45.0
     call_grace_seconds: float = 20.0
     sfu_threshold: int = 4
+    redis_url: str | None = None
+    sfu_mode: str = "spawn"
+    bus_socket: Path | None = None
     signaling_burst: int = 50
     signaling_per_second: float = 20.0
 
@@ -174,6 +177,9 @@ class Settings:
             call_ring_timeout_seconds=_float(get, "CALL_RING_TIMEOUT_SECONDS", 45.0, 0.1, 3600),
             call_grace_seconds=_float(get, "CALL_GRACE_SECONDS", 20.0, 0.0, 3600),
             sfu_threshold=_int(get, "SFU_THRESHOLD", 4, 1, 1000),
+            redis_url=get("REDIS_URL"),
+            sfu_mode=_choice(get, "SFU", "spawn", ("spawn", "external", "off")),
+            bus_socket=Path(get("BUS_SOCKET") or "") if get("BUS_SOCKET") else None,
             signaling_burst=_int(get, "SIGNALING_BURST", 50, 1, 1_000_000),
             signaling_per_second=_float(get, "SIGNALING_PER_SECOND", 20.0, 0.001, 1_000_000),
         )
@@ -254,6 +260,13 @@ def _float(get: _Getter, name: str, default: float, low: float, high: float) -> 
         raise ConfigError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{ENV_PREFIX}{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(get: _Getter, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (get(name) or default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{ENV_PREFIX}{name} must be one of {', '.join(allowed)}, got {value!r}")
     return value
 
 

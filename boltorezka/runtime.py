@@ -75,7 +75,12 @@ class Services:
             metrics=metrics,
             auth=auth,
             rooms=RoomService(pool),
-            messages=MessageService(pool),
+            messages=MessageService(
+                pool,
+                send_limiter=TokenBucketLimiter(
+                    settings.chat_send_burst, settings.chat_send_per_second
+                ),
+            ),
             calls=calls,
             embedded_server=embedded_server,
         )

@@ -90,6 +90,9 @@ def settings(test_db: TestDatabase) -> Settings:
         signing_keys=(SigningKey.from_secret(TEST_SECRET),),
         login_rate_per_minute=10_000,
         register_rate_per_minute=10_000,
+        # Suites post in bursts; the limit itself has tests of its own with low values.
+        chat_send_burst=100_000,
+        chat_send_per_second=100_000.0,
     )
 
 

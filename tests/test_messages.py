@@ -12,12 +12,14 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from boltorezka.runtime import Services
+from tests.conftest import make_client
 from tests.helpers import (
     Account,
     add_member,
     create_room,
     post_message,
     quick_accounts,
+    register,
     register_many,
     wait_until_blocked_by,
 )
@@ -645,3 +647,23 @@ async def test_post_racing_a_kick_is_refused(
     got = await task
     assert outcome(*got) == (404, "room_not_found"), got
     assert await message_rows(pool, room_id) == []
+
+
+async def test_rest_posts_share_the_per_user_send_limit(client: Client, services: Services) -> None:
+    limited = await make_client(services, chat_send_burst=2, chat_send_per_second=0.5)
+    try:
+        alice = await register(limited)
+        room_id = await create_room(limited, alice)
+        url = f"/v1/rooms/{room_id}/messages"
+        for i in range(2):
+            status, _ = await call(
+                limited, "POST", url, alice, {"clientMsgId": f"r{i}", "body": "x"}
+            )
+            assert status == 201
+        status, problem = await call(
+            limited, "POST", url, alice, {"clientMsgId": "r2", "body": "x"}
+        )
+        assert (status, problem["code"]) == (429, "rate_limited")
+        assert problem["retryAfterMs"] > 0
+    finally:
+        await limited.close()

@@ -19,8 +19,10 @@ from boltorezka.errors import (
     InvalidInput,
     MessageDeleted,
     MessageNotFound,
+    RateLimited,
 )
 from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
+from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.rooms.service import (
     ROLE_RANK,
     require_member,
@@ -49,9 +51,17 @@ def message_event_data(message: Message) -> dict[str, object]:
 
 
 class MessageService:
-    def __init__(self, pool: asyncpg.Pool, events: EventPublisher | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        events: EventPublisher | None = None,
+        *,
+        send_limiter: TokenBucketLimiter | None = None,
+    ) -> None:
         self._pool = pool
         self.events: EventPublisher = events or NullPublisher()
+        # One budget per user for every way of sending (REST and WebSocket alike).
+        self._send_limiter = send_limiter
 
     async def post(
         self,
@@ -61,6 +71,10 @@ class MessageService:
         body: str,
         reply_to: uuid.UUID | None,
     ) -> PostResult:
+        if self._send_limiter is not None:
+            wait_ms = self._send_limiter.acquire(f"send:{actor.user_id}")
+            if wait_ms:
+                raise RateLimited(wait_ms, "too many messages; slow down")
         existing = await store.by_client_id(self._pool, actor.user_id, client_msg_id)
         if existing is not None:
             # A replay answers only a caller who may still read the room: the same 404/403

@@ -63,6 +63,9 @@ class Connection:
         self._metrics = metrics
         self._on_overflow = on_overflow
         self._writer: asyncio.Task[None] | None = None
+        self._space = asyncio.Event()
+        self._sending = asyncio.Event()  # set while a frame is being written
+        self._sent = asyncio.Event()  # pulsed after every write
         self._closing: asyncio.Task[None] | None = None
 
     @property
@@ -86,6 +89,8 @@ class Connection:
         try:
             self._queue.put_nowait((frame, committed_at))
         except asyncio.QueueFull:
+            if self._closing is not None:
+                return  # already closing for this overflow: count and log it once
             self._metrics.ws_queue_overflows.inc()
             _log.warning(
                 "outbound queue overflow; closing for resume",
@@ -95,6 +100,29 @@ class Connection:
             if self._on_overflow is not None:
                 self._on_overflow(self)
             self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
+
+    async def send_paced(self, frame: bytes) -> bool:
+        """Queue a frame of a bulk transfer (a resume replay) at the reader's pace.
+
+        It waits while the queue is half full, so a long replay never overflows the queue
+        of a reader that keeps up, and live frames for other rooms keep their headroom.
+        A reader that takes nothing for the close timeout is closed for resume; returns
+        False then.
+        """
+        headroom = max(1, self._queue.maxsize // 2)
+        while self._queue.qsize() >= headroom:
+            if self.close_code is not None or self._closing is not None:
+                return False
+            self._space.clear()
+            try:
+                async with asyncio.timeout(self._close_timeout):
+                    await self._space.wait()
+            except TimeoutError:
+                self._metrics.ws_queue_overflows.inc()
+                self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
+                return False
+        self.send_raw(frame)
+        return self.close_code is None and self._closing is None
 
     def close_soon(self, code: CloseCode, *, flush: bool = False) -> None:
         """Close from synchronous code; the close happens on its own task."""
@@ -113,7 +141,20 @@ class Connection:
                     await self._queue.join()
         self.close_code = int(code)
         self._metrics.ws_closes.labels(str(int(code))).inc()
-        if self._writer is not None:
+        if self._writer is not None and not self._writer.done():
+            # Cancelling a send that waits in aiohttp's drain would also cancel the drain
+            # future the close frame needs, so let the frame in flight finish first.
+            if self._sending.is_set():
+                try:
+                    async with asyncio.timeout(self._close_timeout):
+                        while self._sending.is_set():
+                            await self._sent.wait()
+                            self._sent.clear()
+                except TimeoutError:
+                    # The peer stopped reading: drop the transport and what it buffered.
+                    self._abort()
+                    self._writer.cancel()
+                    return
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
@@ -121,7 +162,6 @@ class Connection:
             async with asyncio.timeout(self._close_timeout):
                 await self.ws.close(code=int(code), message=code.reason.encode())
         except (TimeoutError, ConnectionError, RuntimeError):
-            # The peer is not reading: drop the transport and everything buffered for it.
             self._abort()
 
     def _abort(self) -> None:
@@ -133,11 +173,16 @@ class Connection:
     async def _write_loop(self) -> None:
         while True:
             frame, committed_at = await self._queue.get()
+            self._space.set()
+            self._sending.set()
             try:
                 await self.ws.send_frame(frame, WSMsgType.TEXT)
             except (ConnectionError, RuntimeError):
                 self._queue.task_done()
                 return
+            finally:
+                self._sending.clear()
+                self._sent.set()
             self._queue.task_done()
             self._metrics.ws_messages_out.inc()
             if committed_at is not None:

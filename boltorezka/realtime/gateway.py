@@ -7,6 +7,7 @@ import contextlib
 import socket
 import time
 import uuid
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -195,6 +196,7 @@ class Gateway:
 
     def _nack_error(self, conn: Connection, request_id: str | None, error: AppError) -> None:
         retry = error.extra.get("retryAfterMs")
+        details = {k: v for k, v in error.extra.items() if k != "retryAfterMs"}
         self._nack(
             conn,
             request_id,
@@ -202,6 +204,7 @@ class Gateway:
             error.detail,
             retryable=error.retryable,
             retry_after_ms=retry if isinstance(retry, int) else None,
+            details=details,
         )
 
     def _nack(
@@ -213,11 +216,17 @@ class Gateway:
         *,
         retryable: bool = False,
         retry_after_ms: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         self.services.metrics.ws_nacks.labels(code).inc()
         conn.send(
             protocol.nack(
-                request_id, code, message, retryable=retryable, retry_after_ms=retry_after_ms
+                request_id,
+                code,
+                message,
+                retryable=retryable,
+                retry_after_ms=retry_after_ms,
+                details=details,
             )
         )
 

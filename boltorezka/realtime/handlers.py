@@ -48,9 +48,6 @@ class RequestHandlers:
         self.services = services
         self.hub = hub
         settings = services.settings
-        self._send_limiter = TokenBucketLimiter(
-            settings.chat_send_burst, settings.chat_send_per_second
-        )
         self._typing_limiter = TokenBucketLimiter(settings.typing_burst, settings.typing_per_second)
         self.table: dict[type[Any], Handler] = {
             protocol.Auth: self.auth,
@@ -147,12 +144,11 @@ class RequestHandlers:
                     pool, room_id, before=None, after=cursor, limit=HISTORY_BATCH
                 )
                 for message in batch:
-                    conn.send_raw(
-                        event_frame(
-                            "chat.message",
-                            {"roomId": str(room_id), "message": _message_dict(message)},
-                        )
+                    frame = event_frame(
+                        "chat.message", {"roomId": str(room_id), "message": _message_dict(message)}
                     )
+                    if not await conn.send_paced(frame):
+                        return _ALREADY_ACKED  # closed for resume; the client starts over
                     cursor = message.seq
                 replayed += len(batch)
                 if len(batch) < HISTORY_BATCH:
@@ -206,7 +202,6 @@ class RequestHandlers:
 
     async def chat_send(self, conn: Connection, msg: protocol.ChatSend) -> Any:
         actor = self.actor(conn)
-        self._limit(self._send_limiter, f"send:{actor.user_id}")
         p = msg.payload
         result = await self.services.messages.post(
             actor, p.room_id, p.client_msg_id, p.body, p.reply_to

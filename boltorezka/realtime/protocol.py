@@ -239,7 +239,7 @@ class TokenPayload(_ClientPayload):
 
 
 class PingPayload(_ClientPayload):
-    """Optional client timestamp, echoed verbatim in `pong` for round-trip measurement."""
+    """Optional client timestamp, echoed verbatim in the ack for round-trip measurement."""
 
     ts: Timestamp | None = None
 
@@ -316,7 +316,8 @@ class AuthRefresh(_ClientEnvelope, tag="auth.refresh", kw_only=True):
 
 
 class Ping(_ClientEnvelope, tag="ping", kw_only=True):
-    """Application-level liveness probe; answered with `pong`."""
+    """Application-level liveness probe; answered with an `ack` whose result is
+    `{"ts": <echoed ts or null>, "serverTime": <server clock, ms>}`."""
 
     payload: PingPayload = msgspec.field(default_factory=PingPayload)
 
@@ -554,12 +555,15 @@ class AckPayload(_ServerPayload):
 
 
 class NackPayload(_ServerPayload):
-    """Why a request failed. Every field is always present, `retryAfterMs` may be null."""
+    """Why a request failed. `code`, `message`, `retryable` and `retryAfterMs` are always
+    present (`retryAfterMs` may be null); `details` carries code-specific facts, such as
+    the `callId` of the live call behind `call_already_live`."""
 
     code: str
     message: str
     retryable: bool
     retry_after_ms: int | None
+    details: dict[str, Any] | None = None
 
 
 class ErrorPayload(_ServerPayload):
@@ -570,7 +574,7 @@ class ErrorPayload(_ServerPayload):
 
 
 class PongPayload(_ServerPayload):
-    """The `ts` from the ping, when it had one."""
+    """Reserved (see `pong`)."""
 
     ts: int | None = None
 
@@ -604,7 +608,7 @@ class RoomPresencePayload(_ServerPayload):
 
 
 class MemberPayload(_ServerPayload):
-    """A membership change."""
+    """A user arriving in or leaving a room's live view."""
 
     room_id: uuid.UUID
     user_id: uuid.UUID
@@ -700,7 +704,7 @@ class ServerError(_ServerEnvelope, tag="error", kw_only=True):
 
 
 class Pong(_ServerEnvelope, tag="pong", kw_only=True):
-    """Answer to `ping`."""
+    """Reserved: the server answers `ping` with an `ack` and does not send this."""
 
     payload: PongPayload = msgspec.field(default_factory=PongPayload)
 
@@ -724,13 +728,14 @@ class RoomPresence(_ServerEnvelope, tag="room.presence", kw_only=True):
 
 
 class MemberJoined(_ServerEnvelope, tag="member.joined", kw_only=True):
-    """A user became a member of the room."""
+    """A user opened the room: their first connection joined it (`room.join`)."""
 
     payload: MemberPayload
 
 
 class MemberLeft(_ServerEnvelope, tag="member.left", kw_only=True):
-    """A user stopped being a member of the room."""
+    """A user left the room's live view: their last connection left it, disconnected, or
+    their membership ended (then they receive this about themselves as well)."""
 
     payload: MemberPayload
 
@@ -1056,11 +1061,16 @@ def nack(
     *,
     retryable: bool = False,
     retry_after_ms: int | None = None,
+    details: dict[str, Any] | None = None,
 ) -> Nack:
     """Build the `nack` for a failed request (`request_id` None if it was unreadable)."""
     return Nack(
         request_id=request_id,
         payload=NackPayload(
-            code=code, message=message, retryable=retryable, retry_after_ms=retry_after_ms
+            code=code,
+            message=message,
+            retryable=retryable,
+            retry_after_ms=retry_after_ms,
+            details=details or None,
         ),
     )

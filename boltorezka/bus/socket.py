@@ -1,0 +1,154 @@
+"""A bus across processes of one node over a Unix socket, for setups without Redis.
+
+The server process (``boltorezka serve``) hosts it: local subscribers are called directly,
+as with :class:`~boltorezka.bus.memory.MemoryBus`, and helper processes on the same host
+(the SFU) connect as clients to publish and subscribe. Frames are a 4-byte big-endian
+length followed by a msgpack array: ``["sub", channel]``, ``["pub", channel, data]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from boltorezka.bus.base import Handler
+from boltorezka.bus.memory import MemoryBus
+
+_log = structlog.get_logger("boltorezka.bus.socket")
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 16 * 1024 * 1024
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> list[object]:
+    header = await reader.readexactly(_HEADER.size)
+    (length,) = _HEADER.unpack(header)
+    if length > _MAX_FRAME:
+        raise ValueError(f"bus frame of {length} bytes exceeds the limit")
+    frame: list[object] = msgspec.msgpack.decode(await reader.readexactly(length), type=list)
+    return frame
+
+
+def _encode_frame(*parts: object) -> bytes:
+    body = msgspec.msgpack.encode(list(parts))
+    return _HEADER.pack(len(body)) + body
+
+
+class SocketBus(MemoryBus):
+    """The hosting side: an in-memory bus that also serves remote processes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._remote: defaultdict[str, set[asyncio.StreamWriter]] = defaultdict(set)
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        os.chmod(self.path, 0o600)  # only this user's processes may join the bus
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        for task in list(self._clients):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        await super().close()
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        self._forward(channel, data, exclude=None)
+        await super().publish(channel, data)
+
+    def _forward(self, channel: str, data: bytes, exclude: asyncio.StreamWriter | None) -> None:
+        frame = _encode_frame("msg", channel, data)
+        for writer in list(self._remote.get(channel, ())):
+            if writer is not exclude and not writer.is_closing():
+                writer.write(frame)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                op, channel = frame[0], str(frame[1])
+                if op == "sub":
+                    self._remote[channel].add(writer)
+                elif op == "pub" and isinstance(frame[2], bytes):
+                    self._forward(channel, frame[2], exclude=writer)
+                    await super().publish(channel, frame[2])
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            self._clients.discard(task)
+            for writers in self._remote.values():
+                writers.discard(writer)
+            writer.close()
+
+
+class SocketBusClient:
+    """The connecting side, used by helper processes such as the SFU."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handlers: defaultdict[str, list[Handler]] = defaultdict(list)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+
+    def subscribe(self, channel: str, handler: Handler) -> None:
+        self._handlers[channel].append(handler)
+
+    async def start(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.path))
+        self._writer = writer
+        for channel in self._handlers:
+            writer.write(_encode_frame("sub", channel))
+        await writer.drain()
+        self._reader_task = asyncio.create_task(self._read(reader), name="socket-bus-client")
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        if self._writer is not None:
+            self._writer.close()
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        if self._writer is None:
+            raise ConnectionError("the bus client is not started")
+        self._writer.write(_encode_frame("pub", channel, data))
+        await self._writer.drain()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                if frame[0] != "msg" or not isinstance(frame[2], bytes):
+                    continue
+                channel = str(frame[1])
+                for handler in list(self._handlers.get(channel, ())):
+                    try:
+                        await handler(frame[2])
+                    except Exception:
+                        _log.exception("bus handler failed", channel=channel)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            self.closed.set()
