@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boltorezka: configuration error: {exc}", file=sys.stderr)
         return 2
     configure(settings.log_level, settings.log_format)
-    if settings.secret_generated:
+    if settings.secret_generated and args.command == "serve":
         _log.warning(
             "no BOLTOREZKA_JWT_SECRET set: generated an ephemeral signing key for this "
             "process (dev mode); tokens will not survive a restart"
@@ -103,7 +103,7 @@ async def _sfu(settings: Settings, socket_path: str | None) -> int:
         bus = RedisBus(settings.redis_url)
     else:
         bus = SocketBusClient(bus_socket_path(settings))
-    await sfu_process.run(bus)
+    await sfu_process.run(bus, ice_addresses=settings.sfu_ice_addresses)
     return 0
 
 

@@ -92,6 +92,7 @@ class Settings:
     redis_url: str | None = None
     sfu_mode: str = "spawn"
     bus_socket: Path | None = None
+    sfu_ice_addresses: tuple[str, ...] = ()
     signaling_burst: int = 50
     signaling_per_second: float = 20.0
 
@@ -180,6 +181,7 @@ class Settings:
             redis_url=get("REDIS_URL"),
             sfu_mode=_choice(get, "SFU", "spawn", ("spawn", "external", "off")),
             bus_socket=Path(get("BUS_SOCKET") or "") if get("BUS_SOCKET") else None,
+            sfu_ice_addresses=_list(get("SFU_ICE_ADDRESSES")),
             signaling_burst=_int(get, "SIGNALING_BURST", 50, 1, 1_000_000),
             signaling_per_second=_float(get, "SIGNALING_PER_SECOND", 20.0, 0.001, 1_000_000),
         )

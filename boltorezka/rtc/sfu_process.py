@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import uuid
 from collections.abc import Sequence
@@ -32,17 +31,17 @@ from boltorezka.rtc.sfu_link import (
 
 _log = structlog.get_logger("boltorezka.sfu")
 
-# Comma-separated local addresses to offer ICE host candidates on (default: every
-# non-loopback address; "127.0.0.1" keeps media on loopback for tests and benches).
-ICE_ADDRESSES_ENV = "BOLTOREZKA_SFU_ICE_ADDRESSES"
-
 
 async def run(
     bus: Bus, *, stop: asyncio.Event | None = None, ice_addresses: Sequence[str] | None = None
 ) -> None:
+    """Serve SFU signaling on ``bus`` until stopped.
+
+    ``ice_addresses`` limits the local addresses offered as ICE host candidates
+    (BOLTOREZKA_SFU_ICE_ADDRESSES; default every non-loopback address, and "127.0.0.1"
+    keeps media on loopback for tests and benches).
+    """
     sfu_id = f"sfu-{uuid.uuid4().hex[:8]}"
-    if ice_addresses is None:
-        ice_addresses = [a for a in os.environ.get(ICE_ADDRESSES_ENV, "").split(",") if a.strip()]
     if ice_addresses:
         use_host_addresses(ice_addresses)
 
