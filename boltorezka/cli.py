@@ -17,7 +17,7 @@ from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
 from boltorezka.bus import Bus
 from boltorezka.bus.redis import RedisBus
-from boltorezka.bus.socket import SocketBus, SocketBusClient
+from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
 from boltorezka.store import migrate
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         _log.error("migration failed; not starting", error=str(exc))
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 3
+    except BusSocketInUse as exc:
+        print(f"boltorezka: {exc}", file=sys.stderr)
+        return 4
 
 
 async def _migrate(settings: Settings) -> int:

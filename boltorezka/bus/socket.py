@@ -40,6 +40,10 @@ def _encode_frame(*parts: object) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+class BusSocketInUse(RuntimeError):
+    """Another live process already hosts the bus on this socket path."""
+
+
 class SocketBus(MemoryBus):
     """The hosting side: an in-memory bus that also serves remote processes."""
 
@@ -52,8 +56,18 @@ class SocketBus(MemoryBus):
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self.path.exists():
+            # A socket someone still answers on belongs to a live server: never steal it.
+            try:
+                _, writer = await asyncio.open_unix_connection(str(self.path))
+            except OSError:
+                self.path.unlink()  # left behind by a server that died
+            else:
+                writer.close()
+                raise BusSocketInUse(
+                    f"{self.path} is served by another running process; give this one its "
+                    "own BOLTOREZKA_DATA_DIR or BOLTOREZKA_BUS_SOCKET"
+                )
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o600)  # only this user's processes may join the bus
 

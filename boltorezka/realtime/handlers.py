@@ -210,7 +210,7 @@ class RequestHandlers:
         return {
             "messageId": str(message.id),
             "seq": message.seq,
-            "createdAt": message.created_at.isoformat(),
+            "createdAt": message.created_at,  # encoded like every other timestamp (RFC 3339, Z)
             "duplicate": not result.created,
         }
 

@@ -169,15 +169,16 @@ class RoomService:
             self._not_direct(access)
             role = require_role(access, "admin")
             room = await store.set_archived(conn, room_id, archived)
-            await audit.record(
-                conn,
-                "room.archive" if archived else "room.unarchive",
-                info,
-                actor_id=actor.user_id,
-                target_type="room",
-                target_id=room_id,
-                room_id=room_id,
-            )
+            if (access.room.archived_at is not None) != archived:  # audit real changes only
+                await audit.record(
+                    conn,
+                    "room.archive" if archived else "room.unarchive",
+                    info,
+                    actor_id=actor.user_id,
+                    target_type="room",
+                    target_id=room_id,
+                    room_id=room_id,
+                )
             count = await store.member_count(conn, room_id)
         return RoomView(room=room, my_role=role, member_count=count)
 
