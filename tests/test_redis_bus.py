@@ -1,0 +1,85 @@
+"""Two nodes on one Redis: a message sent through one reaches a client of the other."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+from boltorezka_client import BoltorezkaClient
+
+from boltorezka.app import build_app
+from boltorezka.bus.redis import RedisBus
+from boltorezka.config import Settings
+from boltorezka.runtime import Services
+from tests.helpers import add_member, create_room, register
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def _redis_answers() -> bool:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        return bool(await client.ping())
+    except OSError:
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def two_nodes(
+    settings: Settings, pool: asyncpg.Pool
+) -> AsyncIterator[tuple[TestClient[Any, Any], TestClient[Any, Any]]]:
+    if not await _redis_answers():
+        pytest.fail("Redis at 127.0.0.1:6379 does not answer; the multi-node test needs it")
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"  # keeps parallel runs on one Redis apart
+    nodes = []
+    for _ in range(2):
+        app = build_app(Services.build(settings, pool), RedisBus(REDIS_URL, prefix=prefix))
+        node: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
+        await node.start_server()
+        nodes.append(node)
+    yield nodes[0], nodes[1]
+    for node in nodes:
+        await node.close()
+
+
+async def test_room_events_cross_nodes_through_redis(
+    two_nodes: tuple[TestClient[Any, Any], TestClient[Any, Any]],
+) -> None:
+    one, two = two_nodes
+    alice = await register(one)
+    bob = await register(one)
+    room = await create_room(one, alice)
+    await add_member(one, room, alice, bob)
+
+    def ws(node: TestClient[Any, Any]) -> str:
+        return f"ws://127.0.0.1:{node.server.port}/v1/ws"
+
+    async with (
+        BoltorezkaClient(ws(one), alice.access_token) as a,
+        BoltorezkaClient(ws(two), bob.access_token) as b,
+    ):
+        await a.join(room)
+        await b.join(room)
+        ack = await a.send_message(room, "across nodes")
+        received = await b.wait_type("chat.message", roomId=room, timeout=10)
+        assert received["payload"]["message"]["body"] == "across nodes"
+        assert received["payload"]["message"]["seq"] == ack["seq"]
+        # And back: a REST post on node two reaches the socket on node one.
+        response = await two.post(
+            f"/v1/rooms/{room}/messages",
+            json={"clientMsgId": "rest-1", "body": "via rest"},
+            headers=bob.headers,
+        )
+        assert response.status == 201
+        back = await a.wait_for(
+            lambda e: e["type"] == "chat.message" and e["payload"]["message"]["body"] == "via rest",
+            timeout=10,
+        )
+        assert back["payload"]["message"]["seq"] == ack["seq"] + 1
