@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+# Every timestamp is timezone-aware (timestamptz) and goes out as RFC 3339.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+RoomKind = Literal["public", "private", "direct"]
+Role = Literal["owner", "admin", "member"]
 
 
 class Record(msgspec.Struct, rename="camel", kw_only=True):
@@ -21,7 +26,7 @@ class User(Record):
     display_name: str
     bio: str
     avatar_url: str | None
-    created_at: datetime
+    created_at: Instant
 
 
 class DeviceSession(Record):
@@ -30,29 +35,29 @@ class DeviceSession(Record):
     device_name: str
     user_agent: str
     ip: str
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: Instant
+    last_used_at: Instant
+    expires_at: Instant
+    revoked_at: Instant | None
 
 
 class Room(Record):
     id: uuid.UUID
-    kind: str
+    kind: RoomKind
     name: str
     topic: str
     created_by: uuid.UUID | None
     last_seq: int
-    created_at: datetime
-    updated_at: datetime
-    archived_at: datetime | None
+    created_at: Instant
+    updated_at: Instant
+    archived_at: Instant | None
 
 
 class Member(Record):
     room_id: uuid.UUID
     user_id: uuid.UUID
-    role: str
-    joined_at: datetime
+    role: Role
+    joined_at: Instant
     last_read_seq: int
     username: str
     display_name: str
@@ -66,6 +71,6 @@ class Message(Record):
     client_msg_id: str
     body: str
     reply_to: uuid.UUID | None
-    created_at: datetime
-    edited_at: datetime | None
-    deleted_at: datetime | None
+    created_at: Instant
+    edited_at: Instant | None
+    deleted_at: Instant | None
