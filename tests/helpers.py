@@ -105,8 +105,13 @@ def cli_env(**settings: str) -> dict[str, str]:
     Keys are given without the prefix: ``cli_env(DATABASE_URL=...)``.
     """
     import os
+    import uuid
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOLTOREZKA_")}
+    # A server started by a test keeps off the user's data dir and needs no media process,
+    # unless the test says otherwise.
+    env["BOLTOREZKA_SFU"] = "off"
+    env["BOLTOREZKA_BUS_SOCKET"] = f"/tmp/boltorezka-test-{uuid.uuid4().hex[:12]}.sock"
     env.update({f"BOLTOREZKA_{key}": value for key, value in settings.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -253,6 +253,28 @@ async def test_dev_server_never_logs_its_generated_secret(test_db: TestDatabase)
                 f"{base}/v1/me", headers={"Authorization": f"Bearer {data['accessToken']}"}
             ) as response:
                 assert response.status == 200
+            # The realtime plane takes the token in its first message; it stays out of logs too.
+            async with http.ws_connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+                await ws.receive_json()  # server.capabilities
+                await ws.send_json(
+                    {
+                        "v": 1,
+                        "type": "auth",
+                        "requestId": "a",
+                        "payload": {"token": data["accessToken"]},
+                    }
+                )
+                while (answer := await ws.receive_json())["type"] not in ("ack", "nack"):
+                    pass  # presence.changed for our own arrival may come first
+                assert answer["type"] == "ack"
+            forged = data["accessToken"][:-6] + "AAAAAA"
+            issued.append(forged)
+            async with http.ws_connect(f"ws://127.0.0.1:{port}/v1/ws") as ws:
+                await ws.receive_json()
+                await ws.send_json(
+                    {"v": 1, "type": "auth", "requestId": "b", "payload": {"token": forged}}
+                )
+                assert (await ws.receive_json())["type"] == "nack"
         proc.send_signal(signal.SIGTERM)
         out_bytes, err_bytes = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
     finally:
