@@ -57,6 +57,8 @@ class Connection:
         self.member_rooms: set[uuid.UUID] = set()
         self.violations = 0
         self.request_info = RequestInfo()
+        # Set whenever identity or token expiry changes, to wake the session watchdog.
+        self.session_changed = asyncio.Event()
         self.close_code: int | None = None
         self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
         self._close_timeout = close_timeout

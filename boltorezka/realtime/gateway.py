@@ -241,13 +241,19 @@ class Gateway:
     # --- session expiry -------------------------------------------------------------------
 
     async def _watch_session(self, conn: Connection) -> None:
-        """Close unauthenticated sockets in time; warn before the token expires, then close."""
-        deadline = time.monotonic() + self.settings.ws_auth_timeout_seconds
-        while not conn.authenticated:
-            if time.monotonic() >= deadline:
-                await conn.close(CloseCode.AUTH_TIMEOUT)
-                return
-            await asyncio.sleep(min(0.1, self.settings.ws_auth_timeout_seconds))
+        """Close unauthenticated sockets in time; warn before the token expires, then close.
+
+        It sleeps until the next deadline and wakes early when the session changes (auth,
+        auth.refresh), so idle connections cost no timer ticks.
+        """
+        try:
+            async with asyncio.timeout(self.settings.ws_auth_timeout_seconds):
+                while not conn.authenticated:
+                    await conn.session_changed.wait()
+                    conn.session_changed.clear()
+        except TimeoutError:
+            await conn.close(CloseCode.AUTH_TIMEOUT)
+            return
         warned_for = 0
         while True:
             expires_at = conn.token_expires_at
@@ -271,7 +277,10 @@ class Gateway:
                     )
                 )
             next_check = expires_at if warned_for == expires_at else warn_at
-            await asyncio.sleep(max(0.05, min(1.0, next_check - now)))
+            conn.session_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, next_check - now)):
+                    await conn.session_changed.wait()
 
     # --- draining -------------------------------------------------------------------------
 

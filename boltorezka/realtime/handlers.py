@@ -96,6 +96,7 @@ class RequestHandlers:
         conn.user_id, conn.session_id = actor.user_id, actor.session_id
         conn.username = user.username
         conn.token_expires_at = claims.expires_at
+        conn.session_changed.set()
         self.hub.authenticated(conn, rooms)
         return {
             "userId": str(actor.user_id),
@@ -110,6 +111,7 @@ class RequestHandlers:
             raise TokenMismatch()
         claims = self.services.auth.codec.verify(msg.payload.token)
         conn.token_expires_at = claims.expires_at
+        conn.session_changed.set()
         return {"expiresAt": claims.expires_at}
 
     async def ping(self, conn: Connection, msg: protocol.Ping) -> Any:
