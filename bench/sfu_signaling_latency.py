@@ -21,8 +21,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,9 +34,10 @@ import aiohttp
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python")]
+sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python"), str(ROOT / "bench")]
 
 from boltorezka_client import BoltorezkaClient, NackError  # noqa: E402
+from harness import free_port, percentile, stop_process, wait_healthy  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = "bench password 12345"
@@ -125,13 +124,6 @@ async def media_worker(config: dict[str, Any]) -> None:
 # --- the orchestrating process -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def cpu_seconds(pid: int | None) -> float:
     """User+system CPU time of a process, from /proc (0 when unknown)."""
     if pid is None:
@@ -196,23 +188,6 @@ async def measure(ws: BoltorezkaClient, seconds: float, interval: float) -> list
     return samples
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-async def wait_healthy(base: str, server: asyncio.subprocess.Process, timeout: float) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
-        while True:
-            if server.returncode is not None:
-                raise RuntimeError(f"the server exited with {server.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-
-
 async def setup_users(base: str) -> tuple[str, list[str]]:
     """Four users and a private room they all belong to; (room id, access tokens)."""
     async with aiohttp.ClientSession() as http:
@@ -249,20 +224,6 @@ async def read_line(worker: asyncio.subprocess.Process, prefix: str, timeout: fl
                 raise RuntimeError(f"the media worker exited before {prefix}")
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
-
-
-async def stop_process(process: asyncio.subprocess.Process | None, grace: float) -> None:
-    if process is None or process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(grace):
-            await process.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 async def bench(args: argparse.Namespace) -> None:
