@@ -136,26 +136,15 @@ class RequestHandlers:
         # the gate drops whatever the replay below already covered.
         subscription, first_device = self.hub.subscribe(conn, room_id)
         conn.member_rooms.add(room_id)
-        replayed = 0
-        if last_seq is None:
-            cursor = await room_store.room_last_seq(pool, room_id)
-        else:
-            cursor = last_seq
-            while True:
-                batch = await message_store.page(
-                    pool, room_id, before=None, after=cursor, limit=HISTORY_BATCH
-                )
-                for message in batch:
-                    frame = event_frame(
-                        "chat.message", {"roomId": str(room_id), "message": _message_dict(message)}
-                    )
-                    if not await conn.send_paced(frame):
-                        return _ALREADY_ACKED  # closed for resume; the client starts over
-                    cursor = message.seq
-                replayed += len(batch)
-                if len(batch) < HISTORY_BATCH:
-                    break
-        member_ids = await room_store.member_ids(pool, room_id)
+        try:
+            cursor, replayed = await self._replay(conn, room_id, last_seq)
+            member_ids = await room_store.member_ids(pool, room_id)
+        except BaseException:
+            # A failed join must not leave a subscription buffering events forever.
+            self.hub.drop_subscription(conn, room_id)
+            raise
+        if cursor is None:
+            return _ALREADY_ACKED  # closed for resume during the replay; the client starts over
         # No await from here on: the ack, the snapshot and the buffered live events go out
         # in this order with nothing interleaved.
         members = [
@@ -176,6 +165,30 @@ class RequestHandlers:
         if first_device:
             self.hub.room_joined(conn, room_id)
         return _ALREADY_ACKED
+
+    async def _replay(
+        self, conn: Connection, room_id: uuid.UUID, last_seq: int | None
+    ) -> tuple[int | None, int]:
+        """Send what came after ``last_seq``; return the seq reached (None if the connection
+        closed meanwhile) and how many messages were sent."""
+        pool = self.services.pool
+        if last_seq is None:
+            return await room_store.room_last_seq(pool, room_id), 0
+        cursor, replayed = last_seq, 0
+        while True:
+            batch = await message_store.page(
+                pool, room_id, before=None, after=cursor, limit=HISTORY_BATCH
+            )
+            for message in batch:
+                frame = event_frame(
+                    "chat.message", {"roomId": str(room_id), "message": _message_dict(message)}
+                )
+                if not await conn.send_paced(frame):
+                    return None, replayed
+                cursor = message.seq
+            replayed += len(batch)
+            if len(batch) < HISTORY_BATCH:
+                return cursor, replayed
 
     async def room_leave(self, conn: Connection, msg: protocol.RoomLeave) -> Any:
         self.actor(conn)

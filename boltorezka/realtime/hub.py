@@ -190,6 +190,18 @@ class Hub:
         self.room_subscribers[room_id].add(conn)
         return subscription, first
 
+    def drop_subscription(self, conn: Connection, room_id: uuid.UUID) -> None:
+        """Forget a subscription that never completed its join: no events, no counters."""
+        subscription = conn.subscriptions.pop(room_id, None)
+        if subscription is None:
+            return
+        self._cancel_gap(subscription)
+        subscribers = self.room_subscribers.get(room_id)
+        if subscribers is not None:
+            subscribers.discard(conn)
+            if not subscribers:
+                del self.room_subscribers[room_id]
+
     def unsubscribe(self, conn: Connection, room_id: uuid.UUID) -> bool:
         """Stop delivering the room; return True if it was subscribed."""
         subscription = conn.subscriptions.pop(room_id, None)
