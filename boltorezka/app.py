@@ -35,7 +35,7 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
         app.add_routes(module.routes)
 
     bus = bus or MemoryBus()
-    hub = Hub(bus, services.pool, services.metrics)
+    hub = Hub(bus, services.pool, services.metrics, node_id=services.settings.node_id or None)
     gateway = Gateway(services, hub)
     services.rooms.events = hub
     services.messages.events = hub

@@ -445,3 +445,41 @@ def test_token_bucket_per_minute() -> None:
 def test_token_bucket_rejects_non_positive_settings(capacity: float, rate: float) -> None:
     with pytest.raises(ValueError):
         TokenBucketLimiter(capacity, rate)
+
+
+# --- PresenceDirectory: presence across nodes ------------------------------------------------
+
+
+def test_directory_takes_the_strongest_status_over_nodes() -> None:
+    from boltorezka.realtime.presence import PresenceDirectory
+
+    user, room = uuid.uuid4(), uuid.uuid4()
+    directory = PresenceDirectory(node_ttl=5)
+    assert directory.report("a", user, "away", [room], now=0) == "away"
+    assert directory.report("b", user, "online", [room], now=0) == "online"
+    # The away device's node going quiet about it changes nothing while b is online.
+    assert directory.report("a", user, "offline", [room], now=1) is None
+    assert directory.status(user) == "online"
+    assert directory.report("b", user, "dnd", [room], now=1) == "dnd"
+    assert directory.report("b", user, "offline", [room], now=2) == "offline"
+    assert directory.rooms(user) == {room}  # still known, so the change can be announced
+    directory.forget_rooms(user)
+    assert directory.rooms(user) == set()
+
+
+def test_directory_drops_nodes_that_stop_saying_they_are_alive() -> None:
+    from boltorezka.realtime.presence import PresenceDirectory
+
+    alice, bob, room = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    directory = PresenceDirectory(node_ttl=5)
+    directory.report("a", alice, "online", [room], now=0)
+    directory.report("b", bob, "online", [room], now=0)
+    directory.report("b", alice, "away", [room], now=0)
+    directory.heard("a", now=4)
+    assert directory.expire(now=5) == []  # nobody silent for longer than the TTL yet
+    directory.heard("a", now=9)
+    changes = directory.expire(now=9.5)
+    # b is gone: bob goes offline, alice (online on a) does not change.
+    assert changes == [(bob, "offline", {room})]
+    assert directory.status(alice) == "online"
+    assert directory.status(bob) == "offline"

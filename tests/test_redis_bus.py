@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from boltorezka_client import BoltorezkaClient
 
+from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app
 from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
@@ -83,3 +84,53 @@ async def test_room_events_cross_nodes_through_redis(
             timeout=10,
         )
         assert back["payload"]["message"]["seq"] == ack["seq"] + 1
+
+
+def _offline(user_id: str):  # type: ignore[no-untyped-def]
+    return lambda e: (
+        e["type"] == "presence.changed" and e["payload"] == {"userId": user_id, "status": "offline"}
+    )
+
+
+async def test_presence_is_cluster_wide(
+    two_nodes: tuple[TestClient[Any, Any], TestClient[Any, Any]],
+) -> None:
+    one, two = two_nodes
+    alice, bob, carol = await register(one), await register(one), await register(one)
+    room = await create_room(one, alice)
+    await add_member(one, room, alice, bob)
+    await add_member(one, room, alice, carol)
+
+    def ws(node: TestClient[Any, Any]) -> str:
+        return f"ws://127.0.0.1:{node.server.port}/v1/ws"
+
+    async with BoltorezkaClient(ws(one), alice.access_token) as a:
+        phone = BoltorezkaClient(ws(one), bob.access_token)
+        laptop = BoltorezkaClient(ws(two), bob.access_token)
+        await phone.connect()
+        await laptop.connect()
+        await a.wait_type("presence.changed", userId=bob.id, status="online", timeout=10)
+        # dnd set on the other node wins over the online device here.
+        await laptop.set_presence("dnd")
+        await a.wait_type("presence.changed", userId=bob.id, status="dnd", timeout=10)
+        # Bob's device on node one goes; his device on node two keeps him present.
+        await phone.close()
+        await laptop.set_presence("online")
+        await a.wait_type("presence.changed", userId=bob.id, status="online", timeout=10)
+        assert not [e for e in a.events if _offline(bob.id)(e)]
+        await laptop.close()
+        await a.wait_for(_offline(bob.id), timeout=10)
+
+        # A node that dies without a word: its users go offline once it is missed.
+        for node in (one, two):
+            hub = node.server.app[GATEWAY].hub
+            hub.alive_interval = 0.2
+            hub.directory.node_ttl = 1.0
+        c = BoltorezkaClient(ws(two), carol.access_token, reconnect=False)
+        await c.connect()
+        await a.wait_type("presence.changed", userId=carol.id, status="online", timeout=10)
+        dying = two.server.app[GATEWAY].hub
+        assert dying._presence_task is not None
+        dying._presence_task.cancel()  # no more reports, no more "alive"
+        await a.wait_for(_offline(carol.id), timeout=10)
+        await c.close()

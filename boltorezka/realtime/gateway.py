@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import socket
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -51,7 +50,7 @@ class Gateway:
         self.settings = services.settings
         self.hub = hub
         self.handlers = RequestHandlers(services, hub)
-        self.node_id = self.settings.node_id or f"node-{uuid.uuid4().hex[:8]}"
+        self.node_id = hub.node_id
         self._connect_limiter = TokenBucketLimiter.per_minute(
             self.settings.ws_connect_rate_per_minute
         )

@@ -147,9 +147,7 @@ class RequestHandlers:
             return _ALREADY_ACKED  # closed for resume during the replay; the client starts over
         # No await from here on: the ack, the snapshot and the buffered live events go out
         # in this order with nothing interleaved.
-        members = [
-            {"userId": str(uid), "status": self.hub.presence.status(uid)} for uid in member_ids
-        ]
+        members = [{"userId": str(uid), "status": self.hub.presence_of(uid)} for uid in member_ids]
         conn.send(
             protocol.ack(
                 msg.request_id,

@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any, cast
 
 import asyncpg
@@ -25,7 +26,7 @@ from boltorezka.observability.metrics import Metrics
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.connection import Connection, Outbound, RoomSubscription
-from boltorezka.realtime.presence import PresenceTracker, TypingTracker
+from boltorezka.realtime.presence import PresenceDirectory, PresenceTracker, TypingTracker
 from boltorezka.store import messages as message_store
 from boltorezka.store import rooms as room_store
 
@@ -34,6 +35,10 @@ _log = structlog.get_logger("boltorezka.hub")
 ROOM_CHANNEL = "room-events"
 SESSION_CHANNEL = "session-events"
 CONNECTION_CHANNEL = "connection-events"
+PRESENCE_CHANNEL = "presence"
+# Nodes announce themselves this often; a node silent for NODE_TTL counts as gone.
+NODE_ALIVE_INTERVAL = 2.0
+NODE_TTL = 6.5
 GAP_FILL_DELAY = 0.25
 _MENTION = re.compile(r"@([A-Za-z0-9_.-]{3,32})")
 
@@ -57,7 +62,29 @@ class ConnectionEvent(msgspec.Struct, kw_only=True):
     payload: dict[str, Any]
 
 
+class PresenceReport(msgspec.Struct, tag="report", kw_only=True):
+    """A node's own aggregate for a user (``offline``: no device of theirs here any more)."""
+
+    node: str
+    user_id: uuid.UUID
+    status: str
+    rooms: list[uuid.UUID]
+
+
+class NodeAlive(msgspec.Struct, tag="alive", kw_only=True):
+    node: str
+
+
+class PresenceSync(msgspec.Struct, tag="sync", kw_only=True):
+    """A node that just started asks the others to report everyone they have."""
+
+    node: str
+
+
+PresenceMessage = PresenceReport | NodeAlive | PresenceSync
+
 _encoder = msgspec.json.Encoder()
+_presence_decoder = msgspec.json.Decoder(PresenceMessage)
 _connection_decoder = msgspec.json.Decoder(ConnectionEvent)
 _room_decoder = msgspec.json.Decoder(BusEvent)
 _session_decoder = msgspec.json.Decoder(SessionEvent)
@@ -68,28 +95,41 @@ def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
 
 
 class Hub:
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, metrics: Metrics) -> None:
+    def __init__(
+        self, bus: Bus, pool: asyncpg.Pool, metrics: Metrics, *, node_id: str | None = None
+    ) -> None:
+        self.node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
         self._bus = bus
         self._pool = pool
         self._metrics = metrics
         self.connections: dict[str, Connection] = {}
         self.by_user: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
         self.room_subscribers: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        # Statuses of this node's own connections, and the cluster-wide view built from
+        # every node's reports (this one's included, through the bus).
         self.presence = PresenceTracker()
+        self.directory = PresenceDirectory(node_ttl=NODE_TTL)
+        self.alive_interval = NODE_ALIVE_INTERVAL
         self.typing = TypingTracker()
         self._sweeper: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         bus.subscribe(ROOM_CHANNEL, self._on_room_event)
         bus.subscribe(SESSION_CHANNEL, self._on_session_event)
         bus.subscribe(CONNECTION_CHANNEL, self._on_connection_event)
+        bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_typing(), name="typing-sweeper")
+        self._presence_task = asyncio.create_task(self._presence_loop(), name="presence")
+        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id)))
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._presence_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # --- publishing (EventPublisher) ------------------------------------------------------
 
@@ -133,9 +173,8 @@ class Hub:
         assert conn.user_id is not None
         conn.member_rooms = member_rooms
         self.by_user[conn.user_id].add(conn)
-        changed = self.presence.set(conn.user_id, conn.id, conn.status)
-        if changed is not None:
-            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+        if self.presence.set(conn.user_id, conn.id, conn.status) is not None:
+            self._report(conn.user_id, conn.member_rooms)
 
     def remove(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
@@ -149,19 +188,77 @@ class Hub:
             devices.discard(conn)
             if not devices:
                 del self.by_user[conn.user_id]
-        changed = self.presence.remove(conn.user_id, conn.id)
-        if changed is not None:
-            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+        if self.presence.remove(conn.user_id, conn.id) is not None:
+            self._report(conn.user_id, conn.member_rooms)
 
     def set_status(self, conn: Connection, status: str) -> None:
         assert conn.user_id is not None
         conn.status = status
-        changed = self.presence.set(conn.user_id, conn.id, status)
-        if changed is not None:
-            self._broadcast_presence(conn.user_id, changed, conn.member_rooms)
+        if self.presence.set(conn.user_id, conn.id, status) is not None:
+            self._report(conn.user_id, conn.member_rooms)
 
-    def _broadcast_presence(self, user_id: uuid.UUID, status: str, rooms: set[uuid.UUID]) -> None:
-        """Tell every connection that shares one of ``rooms`` with the user, and the user."""
+    def presence_of(self, user_id: uuid.UUID) -> str:
+        """The user's presence across the cluster."""
+        return self.directory.status(user_id)
+
+    def _report(self, user_id: uuid.UUID, extra_rooms: Iterable[uuid.UUID] = ()) -> None:
+        """Tell every node (this one too) this node's aggregate for the user, in order."""
+        rooms = set(extra_rooms)
+        for device in self.by_user.get(user_id, ()):
+            rooms |= device.member_rooms
+        report = PresenceReport(
+            node=self.node_id,
+            user_id=user_id,
+            status=self.presence.status(user_id),
+            rooms=sorted(rooms),
+        )
+        self._outbox.put_nowait(_encoder.encode(report))
+
+    async def _presence_loop(self) -> None:
+        """Publish reports in the order they were made; say we are alive; drop dead nodes."""
+        next_alive = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_alive:
+                next_alive = now + self.alive_interval
+                with contextlib.suppress(Exception):
+                    await self._bus.publish(
+                        PRESENCE_CHANNEL, _encoder.encode(NodeAlive(node=self.node_id))
+                    )
+                for user_id, status, rooms in self.directory.expire(time.monotonic()):
+                    self._announce_presence(user_id, status, rooms)
+            try:
+                async with asyncio.timeout(max(0.0, next_alive - time.monotonic())):
+                    data = await self._outbox.get()
+            except TimeoutError:
+                continue
+            try:
+                await self._bus.publish(PRESENCE_CHANNEL, data)
+            except Exception:
+                _log.exception("presence publish failed")
+
+    async def _on_presence(self, data: bytes) -> None:
+        message = _presence_decoder.decode(data)
+        now = time.monotonic()
+        if isinstance(message, NodeAlive):
+            self.directory.heard(message.node, now)
+        elif isinstance(message, PresenceSync):
+            self.directory.heard(message.node, now)
+            if message.node != self.node_id:
+                for user_id in list(self.by_user):
+                    self._report(user_id)
+        else:
+            audience = self.directory.rooms(message.user_id) | set(message.rooms)
+            changed = self.directory.report(
+                message.node, message.user_id, message.status, message.rooms, now
+            )
+            if changed is not None:
+                self._announce_presence(message.user_id, changed, audience)
+            self.directory.forget_rooms(message.user_id)
+
+    def _announce_presence(self, user_id: uuid.UUID, status: str, rooms: set[uuid.UUID]) -> None:
+        """Tell this node's connections that share one of ``rooms`` with the user, and the
+        user's own devices."""
         frame = event_frame("presence.changed", {"userId": str(user_id), "status": status})
         for conn in list(self.connections.values()):
             if conn.authenticated and (conn.user_id == user_id or conn.member_rooms & rooms):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 # A user chooses dnd on purpose, so it wins over a device that merely is online; away is
 # what an idle device reports, so any active device makes the user online.
@@ -76,3 +76,88 @@ class TypingTracker:
         for key in gone:
             self.stop(key)
         return gone
+
+
+def strongest(statuses: Iterable[str]) -> str:
+    """The presence a set of device or node statuses adds up to."""
+    best = OFFLINE
+    for status in statuses:
+        if best == OFFLINE or _RANK[status] > _RANK[best]:
+            best = status
+    return best
+
+
+class PresenceDirectory:
+    """Cluster-wide presence from what each node reports about its own devices. Pure code.
+
+    Every node tells the others (over the bus) its own aggregate status for a user whenever
+    it changes, with the rooms that user's devices there belong to; a user's presence is
+    the strongest over all nodes. Nodes also say they are alive; the reports of a node not
+    heard from within ``node_ttl`` seconds are dropped, so a crashed node's users go offline.
+    """
+
+    def __init__(self, *, node_ttl: float = 6.0) -> None:
+        self.node_ttl = node_ttl
+        self._status: dict[uuid.UUID, dict[str, str]] = {}
+        self._rooms: dict[uuid.UUID, dict[str, frozenset[uuid.UUID]]] = {}
+        self._seen: dict[str, float] = {}
+
+    def status(self, user_id: uuid.UUID) -> str:
+        return strongest(self._status.get(user_id, {}).values())
+
+    def rooms(self, user_id: uuid.UUID) -> set[uuid.UUID]:
+        """Every room the user's devices belong to, on any node (the audience for changes)."""
+        found: set[uuid.UUID] = set()
+        for rooms in self._rooms.get(user_id, {}).values():
+            found |= rooms
+        return found
+
+    def heard(self, node: str, now: float) -> None:
+        self._seen[node] = now
+
+    def report(
+        self, node: str, user_id: uuid.UUID, status: str, rooms: Iterable[uuid.UUID], now: float
+    ) -> str | None:
+        """Apply one node's report; return the user's new presence if it changed."""
+        if status != OFFLINE and status not in _RANK:
+            raise ValueError(f"unknown presence status {status!r}")
+        self.heard(node, now)
+        before = self.status(user_id)
+        if status == OFFLINE:
+            self._status.get(user_id, {}).pop(node, None)
+            if not self._status.get(user_id):
+                self._status.pop(user_id, None)
+        else:
+            self._status.setdefault(user_id, {})[node] = status
+        self._rooms.setdefault(user_id, {})[node] = frozenset(rooms)
+        after = self.status(user_id)
+        return after if after != before else None
+
+    def forget_rooms(self, user_id: uuid.UUID) -> None:
+        """Drop remembered rooms of a user who is offline everywhere (after announcing it)."""
+        if user_id not in self._status:
+            self._rooms.pop(user_id, None)
+
+    def expire(self, now: float) -> list[tuple[uuid.UUID, str, set[uuid.UUID]]]:
+        """Drop silent nodes; return (user, new presence, rooms) for every change."""
+        dead = {node for node, seen in self._seen.items() if now - seen > self.node_ttl}
+        if not dead:
+            return []
+        changes: list[tuple[uuid.UUID, str, set[uuid.UUID]]] = []
+        for user_id in list(self._status):
+            nodes = self._status[user_id]
+            if not dead & nodes.keys():
+                continue
+            before = strongest(nodes.values())
+            rooms = self.rooms(user_id)
+            for node in dead:
+                nodes.pop(node, None)
+                self._rooms.get(user_id, {}).pop(node, None)
+            if not nodes:
+                del self._status[user_id]
+            after = self.status(user_id)
+            if after != before:
+                changes.append((user_id, after, rooms))
+        for node in dead:
+            del self._seen[node]
+        return changes
