@@ -202,3 +202,9 @@ class TurnNotConfigured(Unavailable):
     code = "turn_not_configured"
     title = "This server has no TURN relay configured"
     retryable = False
+
+
+class UpgradeRequired(AppError):
+    status = 426
+    code = "upgrade_required"
+    title = "This endpoint only speaks WebSocket: send an Upgrade request"

@@ -375,7 +375,8 @@ async def test_problem_responses_match_their_schema(
     await assert_documented(doc, "POST", "/v1/rooms", anonymous)
 
     not_upgraded = await client.get("/v1/ws")
-    assert not_upgraded.status == 400
+    assert not_upgraded.status == 426
+    assert (await not_upgraded.json())["code"] == "upgrade_required"
     await assert_documented(doc, "GET", "/v1/ws", not_upgraded)
     foreign = await client.get("/v1/ws", headers={"Origin": "https://elsewhere.example"})
     assert foreign.status == 403

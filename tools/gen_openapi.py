@@ -254,9 +254,9 @@ OPERATIONS: tuple[Op, ...] = (
             ),
         ),
         bearer=False,
-        errors=(E.AppError, OriginRejected, E.RateLimited, E.Unavailable),
-        description="`bad_request` (400) answers a request that is not a WebSocket upgrade. "
-        "The access token goes in the first message, never in the URL.",
+        errors=(E.UpgradeRequired, OriginRejected, E.RateLimited, E.Unavailable),
+        description="`upgrade_required` (426) answers a request that is not a WebSocket "
+        "upgrade. The access token goes in the first message, never in the URL.",
     ),
     # -- auth ------------------------------------------------------------------------------
     Op(
@@ -867,8 +867,10 @@ def build() -> dict[str, Any]:
                     "name": "X-Request-ID",
                     "in": "header",
                     "required": False,
-                    "description": "Your id for this request, echoed back and logged.",
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                    "description": "Your id for this request, echoed back and logged: up to 128 "
+                    "of A-Z a-z 0-9 . _ : -. Any other value is replaced by a generated id, "
+                    "never rejected.",
+                    "schema": {"type": "string"},
                 }
             },
             "headers": {

@@ -12,7 +12,14 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from boltorezka.api.http import client_ip, request_info
-from boltorezka.errors import AppError, Forbidden, InternalError, RateLimited, Unavailable
+from boltorezka.errors import (
+    AppError,
+    Forbidden,
+    InternalError,
+    RateLimited,
+    Unavailable,
+    UpgradeRequired,
+)
 from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
@@ -90,6 +97,8 @@ class Gateway:
             max_msg_size=settings.ws_max_frame_bytes * _HARD_FRAME_FACTOR,
             autoping=True,
         )
+        if not ws.can_prepare(request).ok:
+            raise UpgradeRequired()
         await ws.prepare(request)
         if settings.ws_send_buffer_bytes and request.transport is not None:
             sock = request.transport.get_extra_info("socket")
