@@ -349,3 +349,18 @@ async def test_401_answers_name_the_bearer_scheme(client: TestClient[Any, Any]) 
     forged = await client.get("/v1/me", headers={"Authorization": "Bearer not-a-jwt"})
     assert forged.status == 401
     assert 'error="invalid_token"' in forged.headers["WWW-Authenticate"]
+
+
+async def test_nul_characters_are_refused_not_crashed_on(client: TestClient[Any, Any]) -> None:
+    # PostgreSQL text cannot hold U+0000; the server must say so, not fail with a 500.
+    alice = await register(client)
+    created = await client.post(
+        "/v1/rooms",
+        data='{"name": "a\\u0000b"}',
+        headers={**alice.headers, "Content-Type": "application/json"},
+    )
+    assert created.status == 422
+    assert (await created.json())["code"] == "validation_failed"
+    search = await client.get("/v1/rooms/public", params={"q": "a\x00b"}, headers=alice.headers)
+    assert search.status == 422
+    assert (await search.json())["field"] == "q"

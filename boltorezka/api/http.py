@@ -17,6 +17,7 @@ from boltorezka.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from boltorezka.text import NUL_ESCAPE, has_nul
 
 T = TypeVar("T")
 
@@ -54,11 +55,15 @@ async def decode_body(request: web.Request, model: type[T]) -> T:
     if not raw.strip():
         raise MalformedJson("the body is empty; send a JSON object")
     try:
-        return msgspec.json.decode(raw, type=model)
+        decoded = msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise MalformedJson(str(exc)) from None
+    # JSON can carry U+0000 only as an escape, so the scan runs only when one is present.
+    if NUL_ESCAPE in raw and has_nul(msgspec.to_builtins(decoded)):
+        raise InvalidInput("text must not contain the NUL character (U+0000)")
+    return decoded
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
@@ -100,6 +105,8 @@ def query_str(request: web.Request, name: str, *, max_length: int) -> str | None
     raw = request.query.get(name)
     if raw is None:
         return None
+    if "\x00" in raw:
+        raise InvalidInput(f"query parameter {name!r} must not contain NUL", field=name)
     if len(raw) > max_length:
         raise InvalidInput(
             f"query parameter {name!r} must be at most {max_length} characters", field=name

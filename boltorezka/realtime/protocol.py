@@ -31,6 +31,8 @@ from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
 import msgspec
 from msgspec import Meta
 
+from boltorezka.text import NUL_ESCAPE, has_nul
+
 __all__ = [
     "CLIENT_TYPES",
     "ERROR_CODES",
@@ -1018,6 +1020,14 @@ def decode_client(frame: str | bytes, *, max_frame_bytes: int) -> ClientMessage:
         msg = _client_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _diagnose(data, exc, CLIENT_TYPES, client=True) from exc
+    # Text reaches PostgreSQL, which stores no U+0000; JSON carries it only as an escape.
+    if NUL_ESCAPE in data and has_nul(msgspec.to_builtins(msg)):
+        raise ProtocolError(
+            VALIDATION_FAILED,
+            "strings must not contain the NUL character (U+0000)",
+            request_id=msg.request_id,
+            msg_type=message_type(msg),
+        )
     # The strict struct types `v` as any int; only the header path checks the value.
     if msg.v not in SUPPORTED_VERSIONS:
         raise ProtocolError(
