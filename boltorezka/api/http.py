@@ -90,7 +90,7 @@ def query_int(
     request: web.Request, name: str, default: int | None, *, low: int, high: int
 ) -> int | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
