@@ -95,7 +95,9 @@ class CallService:
         self.sfu: SfuLink | None = None
         self.calls: dict[uuid.UUID, Call] = {}
         self._auto: set[uuid.UUID] = set()
-        self._lock = asyncio.Lock()
+        # One lock per call: a call's memory and database change together, while calls
+        # in different rooms never wait for each other.
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start_background(self, *, end_orphaned: bool) -> None:
@@ -119,26 +121,26 @@ class CallService:
         access = await resolve_access(self._pool, actor, room_id)
         require_member(access)
         chosen = CallMode.SFU if mode == "sfu" else CallMode.P2P
-        async with self._lock:
-            call, participant = Call.start(
-                room_id, chosen, actor.user_id, connection_id, time.monotonic()
+        # The call is invisible to others until it is stored and registered, so no lock.
+        call, participant = Call.start(
+            room_id, chosen, actor.user_id, connection_id, time.monotonic()
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await store.create(conn, call.id, room_id, chosen.value, actor.user_id):
+                raise CallAlreadyLive(call_id=str(await store.live_call_id(conn, room_id)))
+            await store.add_participant(
+                conn, participant.id, call.id, actor.user_id, actor.session_id
             )
-            async with self._pool.acquire() as conn, conn.transaction():
-                if not await store.create(conn, call.id, room_id, chosen.value, actor.user_id):
-                    raise CallAlreadyLive(call_id=str(await store.live_call_id(conn, room_id)))
-                await store.add_participant(
-                    conn, participant.id, call.id, actor.user_id, actor.session_id
-                )
-            self.calls[call.id] = call
-            if mode == "auto":
-                self._auto.add(call.id)
+        self.calls[call.id] = call
+        if mode == "auto":
+            self._auto.add(call.id)
         self._metrics.call_events.labels("start").inc()
         await self._announce(call)
         return self._joined_result(call, participant)
 
     async def join(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
         call = await self._call_for_member(actor, call_id)
-        async with self._lock:
+        async with self._lock_of(call.id):
             before = call.state
             participant, is_new = call.join(actor.user_id, connection_id, time.monotonic())
             upgraded = self._maybe_upgrade(call)
@@ -168,7 +170,7 @@ class CallService:
             role = require_member(access)
             if ROLE_RANK[role] < ROLE_RANK["admin"]:
                 raise NotInCall("only participants or room admins can end a call")
-        async with self._lock:
+        async with self._lock_of(call.id):
             leaving = list(call.participants.values())
             call.end("ended_by_user")
             await self._persist_end(call)
@@ -180,11 +182,12 @@ class CallService:
 
     async def connection_closed(self, connection_id: str) -> None:
         """A socket died: its participants wait out the grace period for a reconnect."""
-        changed = []
-        async with self._lock:
-            for call in list(self.calls.values()):
-                if call.disconnected(connection_id, time.monotonic()) is not None:
-                    changed.append(call)
+        # Only memory changes here, with no await in between: nothing can interleave.
+        changed = [
+            call
+            for call in list(self.calls.values())
+            if call.disconnected(connection_id, time.monotonic()) is not None
+        ]
         for call in changed:
             await self._announce(call, "participant_disconnected")
 
@@ -250,6 +253,14 @@ class CallService:
 
     # --- internals ------------------------------------------------------------------------
 
+    def _lock_of(self, call_id: uuid.UUID) -> asyncio.Lock:
+        return self._locks.setdefault(call_id, asyncio.Lock())
+
+    def _forget(self, call: Call) -> None:
+        self.calls.pop(call.id, None)
+        self._auto.discard(call.id)
+        self._locks.pop(call.id, None)
+
     def _maybe_upgrade(self, call: Call) -> bool:
         if (
             call.id in self._auto
@@ -274,15 +285,14 @@ class CallService:
         return call
 
     async def _remove(self, call: Call, participant: Participant, reason: str) -> None:
-        async with self._lock:
+        async with self._lock_of(call.id):
             ended = call.leave(participant.id, reason)
             async with self._pool.acquire() as conn, conn.transaction():
                 await store.remove_participant(conn, participant.id, reason)
                 if ended:
                     await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
             if ended:
-                self.calls.pop(call.id, None)
-                self._auto.discard(call.id)
+                self._forget(call)
         await self._sfu_left(call, participant)
         await self._announce(call)
 
@@ -290,8 +300,7 @@ class CallService:
         async with self._pool.acquire() as conn, conn.transaction():
             await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
             await store.end_all_participants(conn, call.id, call.end_reason or "ended")
-        self.calls.pop(call.id, None)
-        self._auto.discard(call.id)
+        self._forget(call)
 
     async def _sfu_left(self, call: Call, participant: Participant) -> None:
         if call.mode is CallMode.SFU and self.sfu is not None:
@@ -309,7 +318,7 @@ class CallService:
     async def _expire_once(self) -> None:
         now = time.monotonic()
         for call in list(self.calls.values()):
-            async with self._lock:
+            async with self._lock_of(call.id):
                 if not call.live:
                     continue  # ended (persisted and announced) while this sweep waited
                 before = dict(call.participants)
@@ -323,8 +332,7 @@ class CallService:
                         await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
                         await store.end_all_participants(conn, call.id, call.end_reason or "ended")
                 if not call.live:
-                    self.calls.pop(call.id, None)
-                    self._auto.discard(call.id)
+                    self._forget(call)
             for participant_id in removed:
                 await self._sfu_left(call, before[participant_id])
             await self._announce(call)
