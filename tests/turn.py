@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
 
@@ -53,7 +54,10 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float
 def run_coturn(*secrets: str, userdb: Path | None = None) -> Iterator[TurnServer]:
     """coturn on a free port; with ``userdb`` the secrets live in its SQLite database."""
     if shutil.which("turnserver") is None:
-        raise RuntimeError("coturn is not installed (apt-get install coturn); .ci/run installs it")
+        message = "coturn is not installed (apt-get install coturn); .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI must run the TURN tests for real
+        pytest.skip(message)
     port = _free_port()
     low = random.randrange(40000, 59000, 200)
     env = {**os.environ, "TURN_USERDB": str(userdb)} if userdb is not None else None
