@@ -65,3 +65,28 @@ async def test_a_second_server_does_not_steal_a_live_socket(tmp_path: Path) -> N
     second = SocketBus(path)
     await second.start()
     await second.close()
+
+
+async def test_a_client_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
+    from boltorezka.bus import socket as socket_bus
+
+    path = tmp_path / "bus.sock"
+    host = SocketBus(path)
+    await host.start()
+    _reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(socket_bus._encode_frame("sub", "media"))
+    await writer.drain()
+    try:
+        async with asyncio.timeout(10):
+            while not host._remote.get("media"):
+                await asyncio.sleep(0.01)
+        chunk = b"x" * (1024 * 1024)
+        # The client never reads: once its backlog passes the bound, the server drops it.
+        async with asyncio.timeout(20):
+            while host._remote.get("media"):
+                await host.publish("media", chunk)
+                await asyncio.sleep(0)
+        assert not host._remote.get("media")
+    finally:
+        writer.close()
+        await host.close()

@@ -24,6 +24,7 @@ from boltorezka.bus.memory import MemoryBus
 _log = structlog.get_logger("boltorezka.bus.socket")
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 16 * 1024 * 1024
+_MAX_CLIENT_BACKLOG = 32 * 1024 * 1024
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> list[object]:
@@ -90,8 +91,15 @@ class SocketBus(MemoryBus):
     def _forward(self, channel: str, data: bytes, exclude: asyncio.StreamWriter | None) -> None:
         frame = _encode_frame("msg", channel, data)
         for writer in list(self._remote.get(channel, ())):
-            if writer is not exclude and not writer.is_closing():
-                writer.write(frame)
+            if writer is exclude or writer.is_closing():
+                continue
+            if writer.transport.get_write_buffer_size() > _MAX_CLIENT_BACKLOG:
+                # A helper process that stopped reading must not grow this server's memory;
+                # it is cut off and, being supervised, comes back with a fresh connection.
+                _log.warning("bus client is not reading; disconnecting it", channel=channel)
+                writer.transport.abort()
+                continue
+            writer.write(frame)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
