@@ -85,6 +85,10 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
             room_id=ROOM, kind="mention", unread_count=1, seq=10, message_id=MSG
         )
     ),
+    p.RoomUpdated(
+        payload=p.RoomInfo(room_id=ROOM, kind="public", name="general", topic="", archived=True)
+    ),
+    p.RoomDeleted(payload=p.RoomDeletedPayload(room_id=ROOM)),
     p.CallStateChanged(
         payload=p.CallStatePayload(
             call_id=MSG,
@@ -253,7 +257,7 @@ def test_message_type_helper() -> None:
 
 def test_client_and_server_type_sets() -> None:
     assert len(p.CLIENT_TYPES) == 21
-    assert len(p.SERVER_TYPES) == 21
+    assert len(p.SERVER_TYPES) == 23
     # These tags are used in both directions, with different payloads.
     assert p.CLIENT_TYPES & p.SERVER_TYPES == {"chat.read", "rtc.offer", "rtc.answer", "rtc.ice"}
 

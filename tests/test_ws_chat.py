@@ -630,3 +630,38 @@ async def test_chat_send_over_the_burst_is_rate_limited(services: Services) -> N
         ]
     finally:
         await limited.close()
+
+
+async def test_room_changes_reach_members_live(client: TestClient[Any, Any], ws_url: str) -> None:
+    owner, member = await register(client), await register(client)
+    room = await create_room(client, owner, name="before")
+    await add_member(client, room, owner, member)
+    async with BoltorezkaClient(ws_url, member.access_token) as m:
+        await m.join(room)
+        # Renamed over REST: the member's socket hears it without polling.
+        response = await client.patch(
+            f"/v1/rooms/{room}",
+            json={"name": "after", "topic": "new topic"},
+            headers=owner.headers,
+        )
+        assert response.status == 200
+        updated = await m.wait_type("room.updated", roomId=room)
+        assert updated["payload"] == {
+            "roomId": room,
+            "kind": "private",
+            "name": "after",
+            "topic": "new topic",
+            "archived": False,
+        }
+        await client.post(f"/v1/rooms/{room}/archive", headers=owner.headers)
+        archived = await m.wait_type("room.updated", roomId=room, archived=True)
+        assert archived["payload"]["name"] == "after"
+
+        # Deleted: the member is told, and the room's live view ends on the connection.
+        await client.post(f"/v1/rooms/{room}/unarchive", headers=owner.headers)
+        response = await client.delete(f"/v1/rooms/{room}", headers=owner.headers)
+        assert response.status == 204
+        await m.wait_type("room.deleted", roomId=room)
+        with pytest.raises(NackError) as refused:
+            await m.typing(room)
+        assert refused.value.code == "room_not_joined"

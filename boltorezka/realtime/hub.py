@@ -441,7 +441,15 @@ class Hub:
         kind = event.kind
         if kind == "chat.message":
             await self._deliver_message(event)
-        elif kind == "call.state":
+        elif kind == "room.deleted":
+            frame = event_frame(kind, event.data)
+            for conn in list(self.connections.values()):
+                if event.room_id in conn.member_rooms:
+                    conn.member_rooms.discard(event.room_id)
+                    # The room is gone: its live view ends without member.left noise.
+                    self.drop_subscription(conn, event.room_id)
+                    conn.send_raw(frame)
+        elif kind in ("call.state", "room.updated"):
             frame = event_frame(kind, event.data)
             for conn in list(self.connections.values()):
                 if event.room_id in conn.member_rooms:

@@ -106,12 +106,16 @@ __all__ = [
     "ProtocolError",
     "RelayedIcePayload",
     "RelayedSdpPayload",
+    "RoomDeleted",
+    "RoomDeletedPayload",
+    "RoomInfo",
     "RoomJoin",
     "RoomJoinPayload",
     "RoomLeave",
     "RoomPayload",
     "RoomPresence",
     "RoomPresencePayload",
+    "RoomUpdated",
     "RtcAnswer",
     "RtcAnswerRelayed",
     "RtcIce",
@@ -778,6 +782,34 @@ class ChatReadReceipt(_ServerEnvelope, tag="chat.read", kw_only=True):
     payload: ChatReadReceiptPayload
 
 
+class RoomInfo(_ServerPayload):
+    """A room's current name, topic and state."""
+
+    room_id: uuid.UUID
+    kind: Literal["public", "private", "direct"]
+    name: str
+    topic: str
+    archived: bool
+
+
+class RoomDeletedPayload(_ServerPayload):
+    """The room that was deleted."""
+
+    room_id: uuid.UUID
+
+
+class RoomUpdated(_ServerEnvelope, tag="room.updated", kw_only=True):
+    """A room you belong to was renamed, re-topiced, archived or unarchived."""
+
+    payload: RoomInfo
+
+
+class RoomDeleted(_ServerEnvelope, tag="room.deleted", kw_only=True):
+    """A room you belonged to was deleted; it is gone from your list and its live view."""
+
+    payload: RoomDeletedPayload
+
+
 class Notification(_ServerEnvelope, tag="notification", kw_only=True):
     """Unread or mention activity in a room this connection has not joined."""
 
@@ -865,6 +897,8 @@ ServerMessage: TypeAlias = (
     | ChatDeleted
     | ChatReadReceipt
     | Notification
+    | RoomUpdated
+    | RoomDeleted
     | CallStateChanged
     | RtcOfferRelayed
     | RtcAnswerRelayed

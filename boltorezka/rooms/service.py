@@ -55,6 +55,17 @@ class Access(msgspec.Struct, frozen=True):
         return self.role is not None
 
 
+def room_info(room: Room) -> dict[str, object]:
+    """What members' live connections are told about a room after it changes."""
+    return {
+        "roomId": str(room.id),
+        "kind": room.kind,
+        "name": room.name,
+        "topic": room.topic,
+        "archived": room.archived_at is not None,
+    }
+
+
 async def resolve_access(
     conn: Executor,
     actor: Actor,
@@ -157,7 +168,7 @@ class RoomService:
             room = await store.update(conn, room_id, name, topic)
             count = await store.member_count(conn, room_id)
         await self.events.publish(
-            RoomEvent(room_id=room_id, kind="room.updated", data={"roomId": str(room_id)})
+            RoomEvent(room_id=room_id, kind="room.updated", data=room_info(room))
         )
         return RoomView(room=room, my_role=role, member_count=count)
 
@@ -180,6 +191,10 @@ class RoomService:
                     room_id=room_id,
                 )
             count = await store.member_count(conn, room_id)
+        if (access.room.archived_at is not None) != archived:
+            await self.events.publish(
+                RoomEvent(room_id=room_id, kind="room.updated", data=room_info(room))
+            )
         return RoomView(room=room, my_role=role, member_count=count)
 
     async def delete(self, actor: Actor, room_id: uuid.UUID, info: RequestInfo) -> None:
@@ -198,6 +213,9 @@ class RoomService:
                 room_id=room_id,
                 details={"name": access.room.name},
             )
+        await self.events.publish(
+            RoomEvent(room_id=room_id, kind="room.deleted", data={"roomId": str(room_id)})
+        )
 
     async def members(self, actor: Actor, room_id: uuid.UUID) -> list[Member]:
         access = await resolve_access(self._pool, actor, room_id)
