@@ -312,12 +312,7 @@ class Hub:
                 del self.room_subscribers[room_id]
         assert conn.user_id is not None
         if self.typing.stop((room_id, conn.user_id)):
-            self._send_room(
-                room_id,
-                event_frame(
-                    "typing", {"roomId": str(room_id), "userId": str(conn.user_id), "active": False}
-                ),
-            )
+            self._send_typing(room_id, conn.user_id, active=False)
         still_here = any(
             room_id in other.subscriptions for other in self.by_user.get(conn.user_id, ())
         )
@@ -388,51 +383,23 @@ class Hub:
     def typing_start(self, conn: Connection, room_id: uuid.UUID) -> None:
         assert conn.user_id is not None
         if self.typing.start((room_id, conn.user_id), time.monotonic()):
-            self._send_room(
-                room_id,
-                event_frame(
-                    "typing",
-                    {
-                        "roomId": str(room_id),
-                        "userId": str(conn.user_id),
-                        "active": True,
-                    },
-                ),
-                except_user=conn.user_id,
-            )
+            self._send_typing(room_id, conn.user_id, active=True)
 
     def typing_stop(self, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
         if self.typing.stop((room_id, user_id)):
-            self._send_room(
-                room_id,
-                event_frame(
-                    "typing",
-                    {
-                        "roomId": str(room_id),
-                        "userId": str(user_id),
-                        "active": False,
-                    },
-                ),
-                except_user=user_id,
-            )
+            self._send_typing(room_id, user_id, active=False)
+
+    def _send_typing(self, room_id: uuid.UUID, user_id: uuid.UUID, *, active: bool) -> None:
+        """Tell the room's other members; the typist's own devices need no echo."""
+        payload = {"roomId": str(room_id), "userId": str(user_id), "active": active}
+        self._send_room(room_id, event_frame("typing", payload), except_user=user_id)
 
     async def _sweep_typing(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             for key in self.typing.expired(time.monotonic()):
                 room_id, user_id = cast(tuple[uuid.UUID, uuid.UUID], key)
-                self._send_room(
-                    room_id,
-                    event_frame(
-                        "typing",
-                        {
-                            "roomId": str(room_id),
-                            "userId": str(user_id),
-                            "active": False,
-                        },
-                    ),
-                    except_user=user_id,
-                )
+                self._send_typing(room_id, user_id, active=False)
 
     # --- bus delivery ---------------------------------------------------------------------
 
