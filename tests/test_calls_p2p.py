@@ -64,6 +64,8 @@ async def test_two_webrtc_peers_connect_through_turn_via_our_signaling(
             BoltorezkaClient(ws_url, alice.access_token) as a,
             BoltorezkaClient(ws_url, bob.access_token) as b,
         ):
+            # TURN credentials arrive with auth already, ready before any call.
+            assert a.auth_result["iceServers"][0]["username"].endswith(alice.id)
             started = await a.request("call.start", {"roomId": room, "mode": "p2p"})
             call_id = started["call"]["callId"]
             joined = await b.request("call.join", {"callId": call_id})

@@ -253,6 +253,10 @@ class CallService:
 
     # --- internals ------------------------------------------------------------------------
 
+    def ice_servers_for(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
+        """STUN/TURN servers with fresh TURN credentials for this user."""
+        return self._ice_servers(user_id)
+
     def _lock_of(self, call_id: uuid.UUID) -> asyncio.Lock:
         return self._locks.setdefault(call_id, asyncio.Lock())
 
@@ -341,7 +345,7 @@ class CallService:
         return {
             "call": self.describe(call),
             "participantId": str(participant.id),
-            "iceServers": self._ice_servers(participant.user_id),
+            "iceServers": self.ice_servers_for(participant.user_id),
         }
 
     @staticmethod

@@ -102,6 +102,8 @@ class RequestHandlers:
             "userId": str(actor.user_id),
             "sessionId": str(actor.session_id),
             "expiresAt": claims.expires_at,
+            # TURN credentials are per user, so they come with auth, not with capabilities.
+            "iceServers": self.services.calls.ice_servers_for(actor.user_id),
         }
 
     async def auth_refresh(self, conn: Connection, msg: protocol.AuthRefresh) -> Any:
