@@ -13,6 +13,7 @@ from boltorezka.api.middleware import request_middleware
 from boltorezka.bus import Bus, MemoryBus
 from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
+from boltorezka.realtime.call_cluster import BusCallCluster
 from boltorezka.realtime.gateway import Gateway, attach
 from boltorezka.realtime.hub import Hub
 from boltorezka.rtc.sfu_link import SfuBusLink
@@ -41,6 +42,8 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     services.messages.events = hub
     services.auth.session_listener = hub.session_revoked
     services.calls.signals = hub
+    services.calls.node_id = hub.node_id
+    services.calls.cluster = BusCallCluster(bus, hub.node_id, hub.directory, services.calls)
     services.calls.sfu = SfuBusLink(bus, services.calls)
     app[GATEWAY] = gateway
     attach(app, gateway)

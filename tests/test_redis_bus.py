@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
-from boltorezka_client import BoltorezkaClient
+from boltorezka_client import BoltorezkaClient, NackError
 from redis.exceptions import RedisError
 
 from boltorezka.api.keys import GATEWAY
@@ -149,3 +150,67 @@ async def test_presence_is_cluster_wide(
         dying._presence_task.cancel()  # no more reports, no more "alive"
         await a.wait_for(_offline(carol.id), timeout=10)
         await c.close()
+
+
+async def test_calls_span_nodes(
+    two_nodes: tuple[TestClient[Any, Any], TestClient[Any, Any]],
+) -> None:
+    """The call lives on the node that started it; participants elsewhere reach it."""
+    one, two = two_nodes
+    alice, bob, eve = await register(one), await register(one), await register(one)
+    room = await create_room(one, alice)
+    await add_member(one, room, alice, bob)
+
+    def ws(node: TestClient[Any, Any]) -> str:
+        return f"ws://127.0.0.1:{node.server.port}/v1/ws"
+
+    async with (
+        BoltorezkaClient(ws(one), alice.access_token) as a,
+        BoltorezkaClient(ws(two), bob.access_token) as b,
+        BoltorezkaClient(ws(two), eve.access_token) as e,
+    ):
+        started = await a.request("call.start", {"roomId": room, "mode": "p2p"})
+        call_id, alice_pid = started["call"]["callId"], started["participantId"]
+        await b.wait_type("call.state", callId=call_id, state="ringing", timeout=10)
+        joined = await b.request("call.join", {"callId": call_id})
+        bob_pid = joined["participantId"]
+        assert joined["call"]["state"] == "active"
+        await a.wait_type("call.state", callId=call_id, state="active", timeout=10)
+
+        # Signaling crosses nodes both ways, with the sender named by the holding node.
+        await b.request("rtc.offer", {"callId": call_id, "to": alice_pid, "sdp": "v=0"})
+        offer = await a.wait_type("rtc.offer", callId=call_id, timeout=10)
+        assert offer["payload"]["from"] == bob_pid
+        await a.request("rtc.answer", {"callId": call_id, "to": bob_pid, "sdp": "v=0"})
+        answer = await b.wait_type("rtc.answer", callId=call_id, timeout=10)
+        assert answer["payload"]["from"] == alice_pid
+
+        # Errors come back with their codes, as if the call were local.
+        with pytest.raises(NackError) as refused:
+            await e.request("call.join", {"callId": call_id})
+        assert refused.value.code == "room_not_found"
+        with pytest.raises(NackError) as refused:
+            await b.request("rtc.offer", {"callId": call_id, "to": bob_pid, "sdp": "v=0"})
+        assert refused.value.code == "invalid_call_transition"
+
+        await b.request("call.leave", {"callId": call_id})
+        await a.request("call.leave", {"callId": call_id})
+        await b.wait_type("call.state", callId=call_id, state="ended", timeout=10)
+
+        # The holding node goes silent: the call is ended by the others, and a new one
+        # can start in the room.
+        second = await a.request("call.start", {"roomId": room, "mode": "p2p"})
+        lost_id = second["call"]["callId"]
+        holder = one.server.app[GATEWAY].hub
+        assert holder._presence_task is not None
+        holder._presence_task.cancel()
+        async with asyncio.timeout(10):
+            while two.server.app[GATEWAY].hub.directory.is_alive(holder.node_id, time.monotonic()):
+                await asyncio.sleep(0.05)
+        with pytest.raises(NackError) as lost:
+            await b.request("call.join", {"callId": lost_id})
+        assert lost.value.code == "call_not_found"
+        ended = await b.wait_type("call.state", callId=lost_id, state="ended", timeout=10)
+        assert ended["payload"]["reason"] == "host_lost"
+        fresh = await b.request("call.start", {"roomId": room, "mode": "p2p"})
+        assert fresh["call"]["state"] == "ringing"

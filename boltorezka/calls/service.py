@@ -52,6 +52,27 @@ class SfuUnavailable(AppError):
     retryable = True
 
 
+class CallHostUnavailable(AppError):
+    status = 503
+    code = "call_host_unavailable"
+    title = "The node holding this call did not answer; try again"
+    retryable = True
+
+
+class CallCluster(Protocol):
+    """How a node reaches the node that holds a call (the realtime plane implements it)."""
+
+    def is_alive(self, node: str) -> bool: ...
+
+    async def forward(self, node: str, op: str, args: dict[str, Any]) -> Any:
+        """Run ``op`` on ``node``; return its result or raise the AppError it raised."""
+        ...
+
+    async def connection_closed(self, connection_id: str) -> None:
+        """Tell every node that a connection is gone."""
+        ...
+
+
 class CallSignals(Protocol):
     """How the service reaches clients: the realtime hub implements it."""
 
@@ -98,6 +119,8 @@ class CallService:
         # One lock per call: a call's memory and database change together, while calls
         # in different rooms never wait for each other.
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self.node_id: str | None = None
+        self.cluster: CallCluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start_background(self, *, end_orphaned: bool) -> None:
@@ -125,12 +148,22 @@ class CallService:
         call, participant = Call.start(
             room_id, chosen, actor.user_id, connection_id, time.monotonic()
         )
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await store.create(conn, call.id, room_id, chosen.value, actor.user_id):
-                raise CallAlreadyLive(call_id=str(await store.live_call_id(conn, room_id)))
-            await store.add_participant(
-                conn, participant.id, call.id, actor.user_id, actor.session_id
-            )
+        for attempt in range(2):
+            async with self._pool.acquire() as conn, conn.transaction():
+                created = await store.create(
+                    conn, call.id, room_id, chosen.value, actor.user_id, self.node_id
+                )
+                if created:
+                    await store.add_participant(
+                        conn, participant.id, call.id, actor.user_id, actor.session_id
+                    )
+            if created:
+                break
+            live_id = await store.live_call_id(self._pool, room_id)
+            # A live call whose node is gone can never end by itself: end it, then retry.
+            if attempt == 0 and live_id is not None and await self._end_if_host_lost(live_id):
+                continue
+            raise CallAlreadyLive(call_id=str(live_id))
         self.calls[call.id] = call
         if mode == "auto":
             self._auto.add(call.id)
@@ -138,7 +171,11 @@ class CallService:
         await self._announce(call)
         return self._joined_result(call, participant)
 
-    async def join(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+    async def join(
+        self, actor: Actor, connection_id: str, call_id: uuid.UUID, *, forwarded: bool = False
+    ) -> dict[str, Any]:
+        if (host := await self._remote_host(call_id, forwarded)) is not None:
+            return await self._forward(host, "join", actor, connection_id, call_id)  # type: ignore[no-any-return]
         call = await self._call_for_member(actor, call_id)
         async with self._lock_of(call.id):
             before = call.state
@@ -157,13 +194,21 @@ class CallService:
         await self._announce(call, "upgraded_to_sfu" if upgraded else None)
         return self._joined_result(call, participant)
 
-    async def leave(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+    async def leave(
+        self, actor: Actor, connection_id: str, call_id: uuid.UUID, *, forwarded: bool = False
+    ) -> dict[str, Any]:
+        if (host := await self._remote_host(call_id, forwarded)) is not None:
+            return await self._forward(host, "leave", actor, connection_id, call_id)  # type: ignore[no-any-return]
         call = await self._call_for_member(actor, call_id)
         participant = call.require_participant(connection_id)
         await self._remove(call, participant, "left")
         return {"callId": str(call.id), "state": call.state.value}
 
-    async def end(self, actor: Actor, connection_id: str, call_id: uuid.UUID) -> dict[str, Any]:
+    async def end(
+        self, actor: Actor, connection_id: str, call_id: uuid.UUID, *, forwarded: bool = False
+    ) -> dict[str, Any]:
+        if (host := await self._remote_host(call_id, forwarded)) is not None:
+            return await self._forward(host, "end", actor, connection_id, call_id)  # type: ignore[no-any-return]
         call = await self._call_for_member(actor, call_id)
         if call.participant_of(connection_id) is None:
             access = await resolve_access(self._pool, actor, call.room_id)
@@ -181,7 +226,14 @@ class CallService:
         return {"callId": str(call.id), "state": call.state.value}
 
     async def connection_closed(self, connection_id: str) -> None:
-        """A socket died: its participants wait out the grace period for a reconnect."""
+        """A socket died: every node holding one of its calls starts the grace period."""
+        if self.cluster is not None:
+            await self.cluster.connection_closed(connection_id)
+        else:
+            await self.local_connection_closed(connection_id)
+
+    async def local_connection_closed(self, connection_id: str) -> None:
+        """Start the grace period for this connection's participants in calls held here."""
         # Only memory changes here, with no await in between: nothing can interleave.
         changed = [
             call
@@ -200,8 +252,22 @@ class CallService:
         kind: str,
         to: uuid.UUID | None,
         payload: dict[str, Any],
+        *,
+        forwarded: bool = False,
     ) -> None:
         """Forward ``rtc.*`` from one participant to another (or to the SFU)."""
+        if (host := await self._remote_host(call_id, forwarded)) is not None:
+            await self._forward(
+                host,
+                "relay",
+                None,
+                connection_id,
+                call_id,
+                kind=kind,
+                to=str(to) if to is not None else None,
+                payload=payload,
+            )
+            return
         call = self._live_call(call_id)
         sender = call.require_participant(connection_id)
         outgoing = {**payload, "callId": str(call.id), "from": str(sender.id)}
@@ -233,7 +299,7 @@ class CallService:
             participant.connection_id, kind, {**payload, "callId": str(call_id)}
         )
 
-    def telemetry(
+    async def telemetry(
         self,
         connection_id: str,
         call_id: uuid.UUID,
@@ -241,7 +307,22 @@ class CallService:
         setup_ms: int | None,
         ice_failed: bool,
         candidate_type: str | None,
+        *,
+        forwarded: bool = False,
     ) -> None:
+        if (host := await self._remote_host(call_id, forwarded)) is not None:
+            await self._forward(
+                host,
+                "telemetry",
+                None,
+                connection_id,
+                call_id,
+                outcome=outcome,
+                setup_ms=setup_ms,
+                ice_failed=ice_failed,
+                candidate_type=candidate_type,
+            )
+            return
         call = self.calls.get(call_id)
         if call is None or call.participant_of(connection_id) is None:
             raise NotInCall()
@@ -252,6 +333,95 @@ class CallService:
             self._metrics.ice_candidate_types.labels(candidate_type).inc()
 
     # --- internals ------------------------------------------------------------------------
+
+    # --- routing between nodes ------------------------------------------------------------
+
+    async def _remote_host(self, call_id: uuid.UUID, forwarded: bool) -> str | None:
+        """The node to forward a request to, or None to handle it here."""
+        if forwarded or call_id in self.calls or self.cluster is None:
+            return None
+        found = await store.live_call(self._pool, call_id)
+        if found is None or found[1] is None or found[1] == self.node_id:
+            return None  # handled here: the request ends in call_not_found
+        if await self._end_if_host_lost(call_id, found):
+            raise CallNotFound("the node holding this call is gone; the call has ended")
+        return found[1]
+
+    async def _end_if_host_lost(
+        self, call_id: uuid.UUID, found: tuple[uuid.UUID, str | None] | None = None
+    ) -> bool:
+        """End a live call held by a node that stopped answering; True if it did."""
+        if found is None:
+            found = await store.live_call(self._pool, call_id)
+        if found is None:
+            return False
+        room_id, host = found
+        if host is None or call_id in self.calls:
+            return False
+        if host != self.node_id and (self.cluster is None or self.cluster.is_alive(host)):
+            return False
+        async with self._pool.acquire() as conn, conn.transaction():
+            ended = await store.end_lost(conn, call_id, "host_lost")
+        if ended and self.signals is not None:
+            await self.signals.room_broadcast(
+                room_id,
+                "call.state",
+                {
+                    "callId": str(call_id),
+                    "roomId": str(room_id),
+                    "state": "ended",
+                    "mode": "p2p",
+                    "participants": [],
+                    "reason": "host_lost",
+                },
+            )
+        return ended
+
+    async def _forward(
+        self,
+        host: str,
+        op: str,
+        actor: Actor | None,
+        connection_id: str,
+        call_id: uuid.UUID,
+        **extra: Any,
+    ) -> Any:
+        assert self.cluster is not None
+        args: dict[str, Any] = {"connectionId": connection_id, "callId": str(call_id), **extra}
+        if actor is not None:
+            args["userId"], args["sessionId"] = str(actor.user_id), str(actor.session_id)
+        return await self.cluster.forward(host, op, args)
+
+    async def handle_forwarded(self, op: str, args: dict[str, Any]) -> Any:
+        """Run a request another node forwarded here because this node holds the call."""
+        connection_id = str(args["connectionId"])
+        call_id = uuid.UUID(str(args["callId"]))
+        actor = (
+            Actor(user_id=uuid.UUID(args["userId"]), session_id=uuid.UUID(args["sessionId"]))
+            if "userId" in args
+            else None
+        )
+        if op in ("join", "leave", "end") and actor is not None:
+            method = {"join": self.join, "leave": self.leave, "end": self.end}[op]
+            return await method(actor, connection_id, call_id, forwarded=True)
+        if op == "relay":
+            to = uuid.UUID(args["to"]) if args.get("to") else None
+            await self.relay(
+                connection_id, call_id, str(args["kind"]), to, dict(args["payload"]), forwarded=True
+            )
+            return None
+        if op == "telemetry":
+            await self.telemetry(
+                connection_id,
+                call_id,
+                str(args["outcome"]),
+                args.get("setup_ms"),
+                bool(args.get("ice_failed")),
+                args.get("candidate_type"),
+                forwarded=True,
+            )
+            return None
+        raise CallNotFound(f"unknown forwarded operation {op!r}")
 
     def ice_servers_for(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
         """STUN/TURN servers with fresh TURN credentials for this user."""

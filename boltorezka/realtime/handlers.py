@@ -302,7 +302,7 @@ class RequestHandlers:
     async def call_telemetry(self, conn: Connection, msg: protocol.CallTelemetry) -> Any:
         self.actor(conn)
         p = msg.payload
-        self.services.calls.telemetry(
+        await self.services.calls.telemetry(
             conn.id, p.call_id, p.outcome, p.setup_ms, p.ice_failed, p.candidate_type
         )
         return None

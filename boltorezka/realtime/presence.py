@@ -115,6 +115,11 @@ class PresenceDirectory:
     def heard(self, node: str, now: float) -> None:
         self._seen[node] = now
 
+    def is_alive(self, node: str, now: float) -> bool:
+        """Whether ``node`` was heard from within the TTL."""
+        seen = self._seen.get(node)
+        return seen is not None and now - seen <= self.node_ttl
+
     def report(
         self, node: str, user_id: uuid.UUID, status: str, rooms: Iterable[uuid.UUID], now: float
     ) -> str | None:

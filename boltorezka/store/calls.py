@@ -15,19 +15,51 @@ async def live_call_id(conn: Executor, room_id: uuid.UUID) -> uuid.UUID | None:
 
 
 async def create(
-    conn: Executor, call_id: uuid.UUID, room_id: uuid.UUID, mode: str, started_by: uuid.UUID
+    conn: Executor,
+    call_id: uuid.UUID,
+    room_id: uuid.UUID,
+    mode: str,
+    started_by: uuid.UUID,
+    host_node: str | None = None,
 ) -> bool:
     """Insert a ringing call; False if the room already has a live one."""
     inserted = await conn.fetchval(
-        "INSERT INTO call_sessions (id, room_id, mode, state, started_by) "
-        "VALUES ($1, $2, $3, 'ringing', $4) "
+        "INSERT INTO call_sessions (id, room_id, mode, state, started_by, host_node) "
+        "VALUES ($1, $2, $3, 'ringing', $4, $5) "
         "ON CONFLICT (room_id) WHERE state <> 'ended' DO NOTHING RETURNING true",
         call_id,
         room_id,
         mode,
         started_by,
+        host_node,
     )
     return bool(inserted)
+
+
+async def live_call(conn: Executor, call_id: uuid.UUID) -> tuple[uuid.UUID, str | None] | None:
+    """The room and host node of a live call, or None."""
+    row = await conn.fetchrow(
+        "SELECT room_id, host_node FROM call_sessions WHERE id = $1 AND state <> 'ended'",
+        call_id,
+    )
+    return None if row is None else (row["room_id"], row["host_node"])
+
+
+async def end_lost(conn: Executor, call_id: uuid.UUID, reason: str) -> bool:
+    """End a live call whose host is gone; False if it was no longer live."""
+    status: str = await conn.execute(
+        "UPDATE call_sessions SET state = 'ended', ended_at = now(), end_reason = $2 "
+        "WHERE id = $1 AND state <> 'ended'",
+        call_id,
+        reason,
+    )
+    await conn.execute(
+        "UPDATE call_participants SET left_at = now(), leave_reason = $2 "
+        "WHERE call_id = $1 AND left_at IS NULL",
+        call_id,
+        reason,
+    )
+    return status.endswith(" 1")
 
 
 async def set_state(
