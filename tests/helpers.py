@@ -213,3 +213,30 @@ async def wait_until_blocked_by(pool: Any, holder_pid: int, timeout: float = 10.
             if blocked:
                 return
             await asyncio.sleep(0.01)
+
+
+CLI_TIMEOUT = 60
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run ``python -m boltorezka ARGS`` to completion; return (exit code, stdout, stderr)."""
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "boltorezka",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from boltorezka.config import MIN_SECRET_BYTES, ConfigError, Settings, SigningKey
-from tests.helpers import PASSWORD, cli_env, free_port, url_with_search_path
+from tests.helpers import PASSWORD, cli_env, free_port, run_cli, url_with_search_path
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
@@ -164,26 +164,6 @@ def test_empty_values_mean_unset() -> None:
 # --- The command line ---------------------------------------------------------------------
 
 
-async def _run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "boltorezka",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_serve_in_production_without_a_secret_exits_2_without_leaking() -> None:
     previous = "previous-secret-value-that-must-stay-private-42"
     db_password = "db-password-that-must-stay-private"
@@ -193,7 +173,7 @@ async def test_serve_in_production_without_a_secret_exits_2_without_leaking() ->
         DATABASE_URL=f"postgresql://boltorezka:{db_password}@127.0.0.1:1/none",
         PORT="0",
     )
-    code, out, err = await _run(env, "serve")
+    code, out, err = await run_cli("serve", env=env)
     assert code == 2
     assert "BOLTOREZKA_JWT_SECRET" in err
     for secret in (previous, db_password):
@@ -204,7 +184,7 @@ async def test_serve_in_production_without_a_secret_exits_2_without_leaking() ->
 async def test_serve_in_production_with_a_weak_secret_exits_2_without_echoing_it() -> None:
     weak = "my-weak-secret"
     env = cli_env(ENV="production", JWT_SECRET=weak, PORT="0")
-    code, out, err = await _run(env, "serve")
+    code, out, err = await run_cli("serve", env=env)
     assert code == 2
     assert "JWT_SECRET" in err
     assert weak not in err and weak not in out

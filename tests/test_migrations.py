@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,7 @@ import pytest
 
 from boltorezka.store import migrate
 from tests.conftest import MIGRATIONS
-from tests.helpers import cli_env, url_with_search_path
+from tests.helpers import cli_env, run_cli, url_with_search_path
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
@@ -40,26 +39,6 @@ async def _ledger(conn: asyncpg.Connection) -> list[int]:
 async def _exists(conn: asyncpg.Connection, table: str) -> bool:
     found: bool = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
     return found
-
-
-async def _run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "boltorezka",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 GOOD_AND_BAD = {
@@ -148,7 +127,7 @@ async def test_two_concurrent_migrate_commands_both_succeed(test_db: TestDatabas
         MIGRATIONS_DIR=str(MIGRATIONS),
         LOG_LEVEL="warning",
     )
-    results = await asyncio.gather(_run_cli("migrate", env=env), _run_cli("migrate", env=env))
+    results = await asyncio.gather(run_cli("migrate", env=env), run_cli("migrate", env=env))
     for code, out, err in results:
         assert code == 0, (out, err)
     counts = sorted(
@@ -286,7 +265,7 @@ async def test_serve_with_a_failing_migration_exits_non_zero_naming_the_file(
         PORT="0",
         JWT_SECRET="x" * 48,
     )
-    code, out, err = await _run_cli("serve", env=env)
+    code, out, err = await run_cli("serve", env=env)
     assert code != 0
     assert "0002_bad.sql" in err
     assert "listening" not in out
@@ -308,6 +287,6 @@ async def test_migrate_command_with_a_failing_migration_exits_non_zero(
         DATABASE_URL=url_with_search_path(test_db.url, test_db.schema),
         MIGRATIONS_DIR=str(directory),
     )
-    code, _, err = await _run_cli("migrate", env=env)
+    code, _, err = await run_cli("migrate", env=env)
     assert code != 0
     assert "0002_bad.sql" in err
