@@ -164,10 +164,15 @@ class AuthService:
 
     async def authenticate(self, access_token: str) -> Actor:
         """Verify an access token and that its device session is still live."""
+        actor, _ = await self.authenticate_until(access_token)
+        return actor
+
+    async def authenticate_until(self, access_token: str) -> tuple[Actor, int]:
+        """As :meth:`authenticate`, also returning when the token expires (Unix seconds)."""
         claims = self.codec.verify(access_token)
         if not await sessions.is_active(self._pool, claims.session_id, claims.user_id):
             raise SessionRevoked()
-        return Actor(user_id=claims.user_id, session_id=claims.session_id)
+        return Actor(user_id=claims.user_id, session_id=claims.session_id), claims.expires_at
 
     async def logout(self, actor: Actor, info: RequestInfo) -> None:
         await self.revoke_session(actor, actor.session_id, info, reason="logout")

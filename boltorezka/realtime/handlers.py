@@ -87,34 +87,32 @@ class RequestHandlers:
     async def auth(self, conn: Connection, msg: protocol.Auth) -> Any:
         if conn.authenticated:
             raise InvalidInput("this connection is already authenticated; use auth.refresh")
-        actor = await self.services.auth.authenticate(msg.payload.token)
-        claims = self.services.auth.codec.verify(msg.payload.token)
+        actor, expires_at = await self.services.auth.authenticate_until(msg.payload.token)
         user = await user_store.get(self.services.pool, actor.user_id)
         if user is None:
             raise Unauthenticated("the account no longer exists")
         rooms = await room_store.room_ids_for_user(self.services.pool, actor.user_id)
         conn.user_id, conn.session_id = actor.user_id, actor.session_id
         conn.username = user.username
-        conn.token_expires_at = claims.expires_at
+        conn.token_expires_at = expires_at
         conn.session_changed.set()
         self.hub.authenticated(conn, rooms)
         return {
             "userId": str(actor.user_id),
             "sessionId": str(actor.session_id),
-            "expiresAt": claims.expires_at,
+            "expiresAt": expires_at,
             # TURN credentials are per user, so they come with auth, not with capabilities.
             "iceServers": self.services.calls.ice_servers_for(actor.user_id),
         }
 
     async def auth_refresh(self, conn: Connection, msg: protocol.AuthRefresh) -> Any:
         current = self.actor(conn)
-        actor = await self.services.auth.authenticate(msg.payload.token)
+        actor, expires_at = await self.services.auth.authenticate_until(msg.payload.token)
         if actor != current:
             raise TokenMismatch()
-        claims = self.services.auth.codec.verify(msg.payload.token)
-        conn.token_expires_at = claims.expires_at
+        conn.token_expires_at = expires_at
         conn.session_changed.set()
-        return {"expiresAt": claims.expires_at}
+        return {"expiresAt": expires_at}
 
     async def ping(self, conn: Connection, msg: protocol.Ping) -> Any:
         # The ack is the pong: every request gets exactly one answer.
