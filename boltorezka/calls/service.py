@@ -21,7 +21,6 @@ import structlog
 from boltorezka.calls.state import (
     Call,
     CallMode,
-    CallState,
     InvalidTransition,
     NotInCall,
     Participant,
@@ -209,12 +208,10 @@ class CallService:
     ) -> dict[str, Any]:
         if (host := await self._remote_host(call_id, forwarded)) is not None:
             return await self._forward(host, "end", actor, connection_id, call_id)  # type: ignore[no-any-return]
-        call = await self._call_for_member(actor, call_id)
-        if call.participant_of(connection_id) is None:
-            access = await resolve_access(self._pool, actor, call.room_id)
-            role = require_member(access)
-            if ROLE_RANK[role] < ROLE_RANK["admin"]:
-                raise NotInCall("only participants or room admins can end a call")
+        call = self._live_call(call_id)
+        role = require_member(await resolve_access(self._pool, actor, call.room_id))
+        if call.participant_of(connection_id) is None and ROLE_RANK[role] < ROLE_RANK["admin"]:
+            raise NotInCall("only participants or room admins can end a call")
         async with self._lock_of(call.id):
             leaving = list(call.participants.values())
             call.end("ended_by_user")
@@ -332,8 +329,6 @@ class CallService:
         if candidate_type is not None:
             self._metrics.ice_candidate_types.labels(candidate_type).inc()
 
-    # --- internals ------------------------------------------------------------------------
-
     # --- routing between nodes ------------------------------------------------------------
 
     async def _remote_host(self, call_id: uuid.UUID, forwarded: bool) -> str | None:
@@ -361,7 +356,7 @@ class CallService:
         if host != self.node_id and (self.cluster is None or self.cluster.is_alive(host)):
             return False
         async with self._pool.acquire() as conn, conn.transaction():
-            ended = await store.end_lost(conn, call_id, "host_lost")
+            ended = await store.end(conn, call_id, "host_lost")
         if ended and self.signals is not None:
             await self.signals.room_broadcast(
                 room_id,
@@ -423,6 +418,8 @@ class CallService:
             return None
         raise CallNotFound(f"unknown forwarded operation {op!r}")
 
+    # --- internals ------------------------------------------------------------------------
+
     def ice_servers_for(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
         """STUN/TURN servers with fresh TURN credentials for this user."""
         return self._ice_servers(user_id)
@@ -464,7 +461,7 @@ class CallService:
             async with self._pool.acquire() as conn, conn.transaction():
                 await store.remove_participant(conn, participant.id, reason)
                 if ended:
-                    await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
+                    await store.end(conn, call.id, call.end_reason or "ended")
             if ended:
                 self._forget(call)
         await self._sfu_left(call, participant)
@@ -472,8 +469,7 @@ class CallService:
 
     async def _persist_end(self, call: Call) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
-            await store.end_all_participants(conn, call.id, call.end_reason or "ended")
+            await store.end(conn, call.id, call.end_reason or "ended")
         self._forget(call)
 
     async def _sfu_left(self, call: Call, participant: Participant) -> None:
@@ -503,8 +499,7 @@ class CallService:
                     for participant_id in removed:
                         await store.remove_participant(conn, participant_id, "connection_lost")
                     if not call.live:
-                        await store.set_state(conn, call.id, CallState.ENDED.value, call.end_reason)
-                        await store.end_all_participants(conn, call.id, call.end_reason or "ended")
+                        await store.end(conn, call.id, call.end_reason or "ended")
                 if not call.live:
                     self._forget(call)
             for participant_id in removed:

@@ -45,8 +45,8 @@ async def live_call(conn: Executor, call_id: uuid.UUID) -> tuple[uuid.UUID, str 
     return None if row is None else (row["room_id"], row["host_node"])
 
 
-async def end_lost(conn: Executor, call_id: uuid.UUID, reason: str) -> bool:
-    """End a live call whose host is gone; False if it was no longer live."""
+async def end(conn: Executor, call_id: uuid.UUID, reason: str) -> bool:
+    """End a live call and everyone still in it; False if it had already ended."""
     status: str = await conn.execute(
         "UPDATE call_sessions SET state = 'ended', ended_at = now(), end_reason = $2 "
         "WHERE id = $1 AND state <> 'ended'",
@@ -102,15 +102,6 @@ async def remove_participant(conn: Executor, participant_id: uuid.UUID, reason: 
         "UPDATE call_participants SET left_at = now(), leave_reason = $2 "
         "WHERE id = $1 AND left_at IS NULL",
         participant_id,
-        reason,
-    )
-
-
-async def end_all_participants(conn: Executor, call_id: uuid.UUID, reason: str) -> None:
-    await conn.execute(
-        "UPDATE call_participants SET left_at = now(), leave_reason = $2 "
-        "WHERE call_id = $1 AND left_at IS NULL",
-        call_id,
         reason,
     )
 
