@@ -25,7 +25,6 @@ ACTOR_KEY = web.RequestKey("actor", Actor)
 # Why the Authorization header was rejected; raised only where the caller's identity is needed.
 AUTH_ERROR_KEY = web.RequestKey("auth_error", Unauthenticated)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 _encoder = msgspec.json.Encoder()
 

@@ -50,8 +50,3 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(numeric)
     # aiohttp's own access log duplicates ours and would print raw query strings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
-    return logger

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -44,7 +43,6 @@ class Connection:
         queue_size: int,
         close_timeout: float,
         metrics: Metrics,
-        on_overflow: Callable[[Connection], None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
@@ -63,7 +61,6 @@ class Connection:
         self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
         self._close_timeout = close_timeout
         self._metrics = metrics
-        self._on_overflow = on_overflow
         self._writer: asyncio.Task[None] | None = None
         self._space = asyncio.Event()
         self._sending = asyncio.Event()  # set while a frame is being written
@@ -99,8 +96,6 @@ class Connection:
                 connection=self.id,
                 user_id=str(self.user_id),
             )
-            if self._on_overflow is not None:
-                self._on_overflow(self)
             self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
 
     async def send_paced(self, frame: bytes) -> bool:
