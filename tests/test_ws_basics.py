@@ -17,9 +17,10 @@ async def test_two_clients_chat_through_a_room(client: TestClient[Any, Any], ws_
     response = await client.post(f"/v1/rooms/{room}/join", headers=bob.headers)
     assert response.status == 200
 
-    async with BoltorezkaClient(ws_url, alice.access_token) as a, BoltorezkaClient(
-        ws_url, bob.access_token
-    ) as b:
+    async with (
+        BoltorezkaClient(ws_url, alice.access_token) as a,
+        BoltorezkaClient(ws_url, bob.access_token) as b,
+    ):
         assert a.capabilities["protocolVersions"] == [1]
         await a.join(room)
         await b.join(room)
