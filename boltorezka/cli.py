@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
 from boltorezka.store import migrate
-from boltorezka.store.database import create_pool, resolve_database_url
+from boltorezka.store.database import EmbeddedUnavailable, create_pool, resolve_database_url
 
 _log = structlog.get_logger("boltorezka.cli")
 
@@ -71,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except BusSocketInUse as exc:
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 4
+    except (EmbeddedUnavailable, SfuUnavailable) as exc:
+        print(f"boltorezka: {exc}", file=sys.stderr)
+        return 5
+
+
+class SfuUnavailable(RuntimeError):
+    """``boltorezka sfu`` was asked for, but the media stack (aiortc) is not installed."""
+
+
+def sfu_installed() -> bool:
+    return importlib.util.find_spec("aiortc") is not None
 
 
 async def _migrate(settings: Settings) -> int:
@@ -97,6 +109,8 @@ def make_bus(settings: Settings) -> Bus:
 
 
 async def _sfu(settings: Settings, socket_path: str | None) -> int:
+    if not sfu_installed():
+        raise SfuUnavailable("the SFU needs aiortc: install boltorezka[sfu]")
     from boltorezka.rtc import sfu_process  # aiortc loads only in the media process
 
     bus: Bus
@@ -165,7 +179,11 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     sfu_task = None
-    if settings.sfu_mode == "spawn":
+    if settings.sfu_mode == "spawn" and not sfu_installed():
+        _log.warning(
+            "the SFU is not installed (boltorezka[sfu]); calls that need it answer sfu_unavailable"
+        )
+    elif settings.sfu_mode == "spawn":
         socket_path = bus.path if isinstance(bus, SocketBus) else None
         sfu_task = asyncio.create_task(_supervise_sfu(socket_path, stop))
     await stop.wait()

@@ -52,7 +52,8 @@ class Settings:
     port: int = 8080
     database_url: str | None = None
     data_dir: Path = Path.home() / ".local" / "share" / "boltorezka"
-    migrations_dir: Path = Path(__file__).resolve().parent.parent / "migrations"
+    # None: the migrations that ship inside the package (store.migrate.packaged()).
+    migrations_dir: Path | None = None
     migrate_on_start: bool = True
     signing_keys: tuple[SigningKey, ...] = ()
     secret_generated: bool = False
@@ -133,7 +134,7 @@ class Settings:
             port=_int(get, "PORT", defaults.port, 0, 65535),
             database_url=get("DATABASE_URL"),
             data_dir=Path(data_dir) if data_dir else default_data,
-            migrations_dir=Path(migrations) if migrations else defaults.migrations_dir,
+            migrations_dir=Path(migrations) if migrations else None,
             migrate_on_start=_bool(get, "MIGRATE_ON_START", True),
             signing_keys=keys,
             secret_generated=generated,

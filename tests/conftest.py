@@ -22,7 +22,7 @@ from boltorezka.store import migrate
 from boltorezka.store.database import create_pool
 
 ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = ROOT / "migrations"
+MIGRATIONS = ROOT / "boltorezka" / "store" / "migrations"
 LOCAL_URL = os.environ.get(
     "BOLTOREZKA_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

@@ -6,7 +6,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 _counter = itertools.count(1)
 PASSWORD = "correct horse battery"
@@ -23,6 +24,13 @@ class Account:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def app_of(client: TestClient[Any, Any]) -> web.Application:
+    """The app a test client serves, typed (``client.app`` is Any on ``TestClient[Any, Any]``)."""
+    server = client.server
+    assert isinstance(server, TestServer)
+    return server.app
 
 
 async def register(client: TestClient[Any, Any], username: str | None = None) -> Account:
@@ -156,7 +164,7 @@ async def api_call(
     sent.update(headers or {})
     response = await client.request(method, path, json=body, headers=sent)
     text = await response.text()
-    data = json.loads(text) if text else None
+    data: Any = json.loads(text) if text else None
     if response.status >= 400:
         assert response.content_type == "application/problem+json", (response.status, text)
         assert data["status"] == response.status and data["code"], data

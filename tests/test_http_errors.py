@@ -179,12 +179,13 @@ async def test_wrong_method_is_a_405_with_allow(client: Client) -> None:
 async def test_a_crash_never_leaks_a_traceback(client: Client, services: Services) -> None:
     alice = await register(client)
     await services.pool.close()
-    for method, path, kwargs in [
-        ("GET", "/v1/me", {"headers": alice.headers}),
-        ("POST", "/v1/auth/login", {"json": {"username": alice.username, "password": PASSWORD}}),
-    ]:
+    requests: list[tuple[str, str, dict[str, str], dict[str, str] | None]] = [
+        ("GET", "/v1/me", alice.headers, None),
+        ("POST", "/v1/auth/login", {}, {"username": alice.username, "password": PASSWORD}),
+    ]
+    for method, path, headers, json_body in requests:
         response = await client.request(
-            method, path, headers={"X-Request-ID": "crash-1", **kwargs.pop("headers", {})}, **kwargs
+            method, path, headers={"X-Request-ID": "crash-1", **headers}, json=json_body
         )
         text = await response.text()
         assert response.status in (500, 503), text

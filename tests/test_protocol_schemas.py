@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
+from tools.schema_text import clean_descriptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "gen_protocol_schemas.py"
@@ -36,6 +38,28 @@ def _schema(name: str) -> dict[str, Any]:
 def test_committed_schemas_are_up_to_date() -> None:
     result = _run("--check")
     assert result.returncode == 0, result.stderr
+
+
+def _descriptions(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k == "description" and isinstance(v, str)]
+        return found + [d for v in node.values() for d in _descriptions(v)]
+    if isinstance(node, list):
+        return [d for item in node for d in _descriptions(item)]
+    return []
+
+
+def test_descriptions_do_not_depend_on_how_msgspec_dedents_docstrings() -> None:
+    """msgspec releases dedent docstring continuation lines differently; the output must not."""
+    as_older_releases_emit = {"description": "First line,\n    and the rest.", "x": [{}]}
+    as_newer_releases_emit = {"description": "First line,\nand the rest.", "x": [{}]}
+    assert clean_descriptions(as_older_releases_emit) == clean_descriptions(as_newer_releases_emit)
+
+    documents = [_schema("client.json"), _schema("server.json")]
+    documents.append(json.loads((ROOT / "protocol" / "openapi.json").read_text(encoding="utf-8")))
+    texts = [text for document in documents for text in _descriptions(document)]
+    assert texts, "no descriptions found"
+    assert [t for t in texts if inspect.cleandoc(t) != t] == []
 
 
 def test_check_names_the_drifted_file(tmp_path: Path) -> None:

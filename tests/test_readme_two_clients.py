@@ -27,7 +27,8 @@ async def test_two_client_session_from_readme(client: TestClient[Any, Any], tmp_
     script = _script().replace("http://127.0.0.1:8080", f"http://127.0.0.1:{client.server.port}")
     path = tmp_path / "two_clients.py"
     path.write_text(script)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "clients" / "python")}
+    # The client is installed (README's run command does it): nothing on PYTHONPATH.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(path),

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,16 +114,26 @@ def _wait_ready(server: Server) -> None:
     )
 
 
-def start_server(data_dir: Path, log: Path) -> Server:
-    """``boltorezka serve`` as on a fresh machine: no BOLTOREZKA_* but the data dir and port."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOLTOREZKA_")}
+def start_server(
+    data_dir: Path,
+    log: Path,
+    command: Sequence[str] = (sys.executable, "-m", "boltorezka", "serve"),
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """``boltorezka serve`` as on a fresh machine: no BOLTOREZKA_* but the data dir and port.
+
+    ``env`` adds variables on top of that (a database URL, say).
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BOLTOREZKA_")}
     port = free_port()
-    env |= {"BOLTOREZKA_DATA_DIR": str(data_dir), "BOLTOREZKA_PORT": str(port)}
+    full_env |= {"BOLTOREZKA_DATA_DIR": str(data_dir), "BOLTOREZKA_PORT": str(port)}
+    full_env |= env or {}
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "boltorezka", "serve"],
-            env=env,
-            cwd=ROOT,
+            list(command),
+            env=full_env,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -132,12 +142,18 @@ def start_server(data_dir: Path, log: Path) -> Server:
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, log: Path) -> Iterator[Server]:
+def running_server(
+    data_dir: Path,
+    log: Path,
+    command: Sequence[str] = (sys.executable, "-m", "boltorezka", "serve"),
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
     """A ready server on ``data_dir``; on exit, SIGTERM it and insist on a clean stop.
 
     Whatever happens, nothing started for ``data_dir`` is left running afterwards.
     """
-    server = start_server(data_dir, log)
+    server = start_server(data_dir, log, command, cwd, env)
     process = server.process
     stopped_cleanly = False
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -329,7 +329,7 @@ def test_typing_expiry_forgets_the_key_so_the_next_start_is_relayed() -> None:
     # Inside the old throttle window, but the indicator had ended: relayed again.
     assert tracker.start(KEY, 2.5) is True
     assert tracker.expired(3.5) == [other]
-    assert sorted(tracker.expired(100.0)) == [KEY]
+    assert sorted(cast("list[tuple[str, str]]", tracker.expired(100.0))) == [KEY]
 
 
 # --- TokenBucketLimiter ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ from boltorezka.app import build_app
 from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
 from boltorezka.runtime import Services
-from tests.helpers import add_member, create_room, register
+from tests.helpers import add_member, app_of, create_room, register
 
 LOCAL_REDIS_URL = os.environ.get("BOLTOREZKA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -145,7 +145,7 @@ async def test_presence_is_cluster_wide(
         c = BoltorezkaClient(ws(two), carol.access_token, reconnect=False)
         await c.connect()
         await a.wait_type("presence.changed", userId=carol.id, status="online", timeout=10)
-        dying = two.server.app[GATEWAY].hub
+        dying = app_of(two)[GATEWAY].hub
         assert dying._presence_task is not None
         dying._presence_task.cancel()  # no more reports, no more "alive"
         await a.wait_for(_offline(carol.id), timeout=10)
@@ -201,11 +201,11 @@ async def test_calls_span_nodes(
         # can start in the room.
         second = await a.request("call.start", {"roomId": room, "mode": "p2p"})
         lost_id = second["call"]["callId"]
-        holder = one.server.app[GATEWAY].hub
+        holder = app_of(one)[GATEWAY].hub
         assert holder._presence_task is not None
         holder._presence_task.cancel()
         async with asyncio.timeout(10):
-            while two.server.app[GATEWAY].hub.directory.is_alive(holder.node_id, time.monotonic()):
+            while app_of(two)[GATEWAY].hub.directory.is_alive(holder.node_id, time.monotonic()):
                 await asyncio.sleep(0.05)
         with pytest.raises(NackError) as lost:
             await b.request("call.join", {"callId": lost_id})

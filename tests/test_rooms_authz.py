@@ -298,7 +298,7 @@ async def test_anonymous_is_rejected_on_every_room_and_message_route(client: Cli
     assert len(routes) >= 20
     for method, path in routes:
         concrete = path.format(roomId=uuid.uuid4(), userId=uuid.uuid4(), messageId=uuid.uuid4())
-        body = None if method == "GET" else {}
+        body: dict[str, Any] | None = None if method == "GET" else {}
         status, data = await call(client, method, concrete, None, body)
         assert outcome(status, data) == UNAUTHENTICATED, f"{method} {path}: {status} {data}"
     status, data = await call(

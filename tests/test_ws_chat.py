@@ -22,7 +22,7 @@ from boltorezka_client import BoltorezkaClient, NackError
 from boltorezka.api.keys import GATEWAY
 from boltorezka.runtime import Services
 from tests.conftest import make_client
-from tests.helpers import PASSWORD, Account, add_member, create_room, post_message, register
+from tests.helpers import PASSWORD, Account, add_member, app_of, create_room, post_message, register
 
 Event = dict[str, Any]
 _ids = itertools.count(1)
@@ -359,7 +359,7 @@ async def test_typing_is_relayed_to_other_joined_members_and_throttled(
 async def test_typing_indicator_expires_when_not_refreshed(
     client: TestClient[Any, Any], ws_url: str
 ) -> None:
-    client.server.app[GATEWAY].hub.typing.ttl = 0.5
+    app_of(client)[GATEWAY].hub.typing.ttl = 0.5
     alice, bob = await accounts(client, 2)
     room = await room_with(client, alice, bob)
 

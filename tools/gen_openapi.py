@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Generate the REST API's OpenAPI 3.1 document, `protocol/openapi.json`.
+"""Generate the REST API's OpenAPI 3.1 document, `boltorezka/api/openapi.json`.
+
+The document is package data (the server serves it at `/v1/openapi.json`);
+`protocol/openapi.json` is a link to it for the clients' side of the contract.
 
 Two sources, so the document cannot drift from the code:
 
@@ -12,7 +15,7 @@ Two sources, so the document cannot drift from the code:
 The output is deterministic (sorted keys, indent 2, trailing newline) so the committed file
 diffs cleanly.
 
-    python tools/gen_openapi.py            # regenerate protocol/openapi.json
+    python tools/gen_openapi.py            # regenerate the document
     python tools/gen_openapi.py --check    # exit 1 and say what drifted
 
 `--out FILE` writes or checks another file instead (used by the tests).
@@ -30,7 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "protocol" / "openapi.json"
+# The document ships inside the package (the server serves it); protocol/openapi.json links here.
+DEFAULT_OUT = ROOT / "boltorezka" / "api" / "openapi.json"
 OPENAPI_VERSION = "3.1.0"
 SCHEMA_REF = "#/components/schemas/{name}"
 
@@ -52,6 +56,7 @@ from boltorezka.realtime.gateway import OriginRejected  # noqa: E402
 from boltorezka.rooms.service import RoomSummary, RoomView  # noqa: E402
 from boltorezka.rtc.turn import TurnCredentials  # noqa: E402
 from boltorezka.store.records import DeviceSession, Member, Message, Room, User  # noqa: E402
+from tools.schema_text import clean_descriptions  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Response envelopes. Handlers build these as dict literals around the real structs; they are
@@ -604,7 +609,10 @@ PATH_PARAMS = {
 }
 
 # Errors that come from the plumbing rather than from an operation's own logic.
-GLOBAL_ERRORS = (E.RouteNotFound, E.MethodNotAllowed)  # any path, so on no operation
+GLOBAL_ERRORS: tuple[type[AppError], ...] = (
+    E.RouteNotFound,
+    E.MethodNotAllowed,
+)  # any path, so on no operation
 BODY_ERRORS = (E.MalformedJson, E.PayloadTooLarge, E.UnsupportedMediaType, E.InvalidInput)
 BEARER_ERRORS = (E.Unauthenticated, E.InvalidToken, E.TokenExpired, E.SessionRevoked)
 ALWAYS_ERRORS = (E.InternalError,)
@@ -882,7 +890,9 @@ def build() -> dict[str, Any]:
 
 
 def render() -> str:
-    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(clean_descriptions(build()), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
 
 
 def _display(path: Path) -> str:

@@ -30,17 +30,20 @@ if str(ROOT) not in sys.path:
 import msgspec  # noqa: E402
 
 from boltorezka.realtime import protocol  # noqa: E402
+from tools.schema_text import clean_descriptions  # noqa: E402
 
 
 def _document(union: Any, title: str, description: str) -> dict[str, Any]:
     (root,), components = msgspec.json.schema_components([union], ref_template="#/$defs/{name}")
-    return {
+    document = {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": title,
         "description": description,
         **root,
         "$defs": components,
     }
+    cleaned: dict[str, Any] = clean_descriptions(document)
+    return cleaned
 
 
 def render() -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from importlib import resources
 
 from aiohttp import web
 
@@ -12,7 +12,6 @@ from boltorezka.api.keys import SERVICES
 from boltorezka.store import migrate
 
 routes = web.RouteTableDef()
-OPENAPI_PATH = Path(__file__).resolve().parent.parent.parent / "protocol" / "openapi.json"
 
 
 @routes.get("/healthz")
@@ -53,4 +52,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/v1/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=OPENAPI_PATH.read_bytes(), content_type="application/json")
+    document = resources.files("boltorezka.api").joinpath("openapi.json").read_bytes()
+    return web.Response(body=document, content_type="application/json")

@@ -18,6 +18,10 @@ EMBEDDED_DATABASE = "boltorezka"
 _HANDLE_PIDS = ".handle_pids.json"
 
 
+class EmbeddedUnavailable(RuntimeError):
+    """No database URL is configured and the embedded PostgreSQL is not installed."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns come back as Python objects rather than strings.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -28,7 +32,14 @@ def start_embedded(data_dir: Path) -> Any:
 
     The server stops when the last process holding a handle exits.
     """
-    import pgserver  # imported lazily: the binaries are needed only without a database URL
+    try:
+        # Imported lazily: the binaries are needed only without a database URL.
+        import pgserver
+    except ImportError as exc:
+        raise EmbeddedUnavailable(
+            "no BOLTOREZKA_DATABASE_URL is set and the embedded PostgreSQL is not installed: "
+            "set BOLTOREZKA_DATABASE_URL=postgresql://... or install boltorezka[embedded]"
+        ) from exc
 
     pgdata = data_dir / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)

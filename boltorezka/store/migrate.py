@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
@@ -33,29 +34,35 @@ class MigrationError(RuntimeError):
     """A migration file is malformed, was edited after being applied, or failed to apply."""
 
 
+def packaged() -> Traversable:
+    """The migrations that ship inside the package, from a wheel and a checkout alike."""
+    return resources.files("boltorezka.store").joinpath("migrations")
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
     name: str
-    path: Path
+    filename: str
     sql: str
-
-    @property
-    def filename(self) -> str:
-        return self.path.name
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(directory: Path) -> list[Migration]:
-    """Return the migrations in ``directory`` sorted by version; reject stray or clashing names."""
+def discover(directory: Traversable | None = None) -> list[Migration]:
+    """Return the migrations in ``directory`` sorted by version; reject stray or clashing names.
+
+    ``None`` means the packaged migrations.
+    """
+    if directory is None:
+        directory = packaged()
     if not directory.is_dir():
         raise MigrationError(f"migrations directory {directory} does not exist")
     found: dict[int, Migration] = {}
-    for path in sorted(directory.iterdir()):
-        if path.suffix != ".sql":
+    for path in sorted(directory.iterdir(), key=lambda entry: entry.name):
+        if not path.name.endswith(".sql"):
             continue
         match = _FILE_PATTERN.match(path.name)
         if match is None:
@@ -67,11 +74,13 @@ def discover(directory: Path) -> list[Migration]:
             raise MigrationError(
                 f"migration files {found[version].filename} and {path.name} share version {version}"
             )
-        found[version] = Migration(version, match.group(2), path, path.read_text())
+        found[version] = Migration(
+            version, match.group(2), path.name, path.read_text(encoding="utf-8")
+        )
     return [found[v] for v in sorted(found)]
 
 
-async def apply(conn: Conn, directory: Path) -> list[str]:
+async def apply(conn: Conn, directory: Traversable | None = None) -> list[str]:
     """Apply pending migrations from ``directory``; return the file names applied now."""
     migrations = discover(directory)
     applied_now: list[str] = []
@@ -109,7 +118,7 @@ async def apply(conn: Conn, directory: Path) -> list[str]:
     return applied_now
 
 
-async def pending(conn: Conn, directory: Path) -> list[str]:
+async def pending(conn: Conn, directory: Traversable | None = None) -> list[str]:
     """Return the file names not yet applied (all of them if the ledger does not exist)."""
     migrations = discover(directory)
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")

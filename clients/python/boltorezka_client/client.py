@@ -16,7 +16,7 @@ import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -121,7 +121,7 @@ class BoltorezkaClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
 
-    async def __aenter__(self) -> BoltorezkaClient:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
