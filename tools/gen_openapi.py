@@ -112,7 +112,8 @@ class Health(_Envelope):
 
 
 class Readiness(_Envelope):
-    """``checks`` maps each check (database, migrations, draining) to ``ok`` or what is wrong."""
+    """``checks`` maps each check to ``ok`` or what is wrong: ``database`` and ``migrations``
+    always; ``bus`` (events cannot reach the other nodes) and ``draining`` only when failing."""
 
     status: Literal["ready", "not_ready"]
     checks: dict[str, str]
@@ -201,7 +202,10 @@ OPERATIONS: tuple[Op, ...] = (
         (
             Reply(200, "Ready to serve traffic.", Readiness),
             Reply(
-                503, "Not ready (database unreachable, migrations pending or draining).", Readiness
+                503,
+                "Not ready (database unreachable, migrations pending, other nodes unreachable "
+                "or draining).",
+                Readiness,
             ),
         ),
         bearer=False,

@@ -8,7 +8,7 @@ from importlib import resources
 from aiohttp import web
 
 from boltorezka.api.http import json_response
-from boltorezka.api.keys import SERVICES
+from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.store import migrate
 
 routes = web.RouteTableDef()
@@ -34,6 +34,12 @@ async def readyz(request: web.Request) -> web.Response:
         ready = not missing
     except Exception as exc:  # readiness must answer, whatever broke
         checks.setdefault("database", f"unreachable: {type(exc).__name__}")
+        ready = False
+    routing = request.app[GATEWAY].hub.routing_problem()
+    if routing is not None:
+        # Its own sockets keep working, but a node that cannot reach the others would
+        # strand new connections from the rest of their rooms: take no new ones.
+        checks["bus"] = routing
         ready = False
     if services.extras.get("draining"):
         checks["draining"] = "yes"

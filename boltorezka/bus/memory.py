@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import structlog
 
-from boltorezka.bus.base import Handler
+from boltorezka.bus.base import Handler, RecoveryHook
 
 _log = structlog.get_logger("boltorezka.bus")
 
@@ -23,6 +23,12 @@ class MemoryBus:
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers[channel].append(handler)
+
+    def on_recovered(self, hook: RecoveryHook) -> None:
+        return None  # nothing outside this process to lose touch with
+
+    def routing_problem(self) -> str | None:
+        return None
 
     async def publish(self, channel: str, data: bytes) -> None:
         for handler in list(self._handlers.get(channel, ())):

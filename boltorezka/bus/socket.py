@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from boltorezka.bus.base import Handler
+from boltorezka.bus.base import Handler, RecoveryHook
 from boltorezka.bus.memory import MemoryBus
 
 _log = structlog.get_logger("boltorezka.bus.socket")
@@ -135,6 +135,12 @@ class SocketBusClient:
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers[channel].append(handler)
+
+    def on_recovered(self, hook: RecoveryHook) -> None:
+        return None  # a helper whose host went away exits and is started afresh
+
+    def routing_problem(self) -> str | None:
+        return "the bus host closed the connection" if self.closed.is_set() else None
 
     async def start(self) -> None:
         reader, writer = await asyncio.open_unix_connection(str(self.path))

@@ -40,6 +40,8 @@ PRESENCE_CHANNEL = "presence"
 NODE_ALIVE_INTERVAL = 2.0
 NODE_TTL = 6.5
 GAP_FILL_DELAY = 0.25
+# Stored messages read per query when a subscriber catches up.
+GAP_FILL_PAGE = 500
 _MENTION = re.compile(r"@([A-Za-z0-9_.-]{3,32})")
 
 
@@ -118,6 +120,29 @@ class Hub:
         bus.subscribe(SESSION_CHANNEL, self._on_session_event)
         bus.subscribe(CONNECTION_CHANNEL, self._on_connection_event)
         bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
+        bus.on_recovered(self._after_bus_outage)
+
+    def routing_problem(self) -> str | None:
+        """Why events cannot reach the other nodes now (None: they can, or there are none)."""
+        return self._bus.routing_problem()
+
+    def _after_bus_outage(self) -> None:
+        """Routing works again: resync presence both ways, catch every subscriber up.
+
+        While the bus was down, this node's events reached only its own connections and the
+        other nodes' events reached none of them; the messages are all in PostgreSQL.
+        """
+        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id)))
+        for user_id in list(self.by_user):
+            self._report(user_id)
+        for conn in list(self.connections.values()):
+            for subscription in list(conn.subscriptions.values()):
+                if subscription.gate.last_seq is None:
+                    continue  # still replaying its join, which reads PostgreSQL anyway
+                self._cancel_gap(subscription)
+                subscription.gap_task = asyncio.create_task(
+                    self._fill_from_store(conn, subscription, subscription.gate.last_seq, None)
+                )
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_typing(), name="typing-sweeper")
@@ -337,25 +362,37 @@ class Hub:
         subscription.gap_task = asyncio.create_task(self._fill_gap(conn, subscription))
 
     async def _fill_gap(self, conn: Connection, subscription: RoomSubscription) -> None:
+        # Most gaps are two publishes racing; give the late one a moment to arrive.
+        await asyncio.sleep(GAP_FILL_DELAY)
+        # An empty range when the gap closed meanwhile: nothing is read, the task unhooks.
+        after, before = subscription.gate.gap() or (0, 0)
+        await self._fill_from_store(conn, subscription, after, before)
+
+    async def _fill_from_store(
+        self, conn: Connection, subscription: RoomSubscription, after: int, before: int | None
+    ) -> None:
+        """Deliver the room's stored messages after ``after`` (and before ``before``) through
+        the subscription's gate, which drops whatever the connection already has."""
         try:
-            # Most gaps are two publishes racing; give the late one a moment to arrive.
-            await asyncio.sleep(GAP_FILL_DELAY)
-            gap = subscription.gate.gap()
-            if gap is None:
-                return
-            after, before = gap
-            missing = await message_store.page(
-                self._pool, subscription.room_id, before=before, after=after, limit=before - after
-            )
-            for message in missing:
-                data = {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
-                ready = subscription.gate.offer(
-                    message.seq, (event_frame("chat.message", data), None)
+            while before is None or after + 1 < before:
+                limit = GAP_FILL_PAGE if before is None else min(GAP_FILL_PAGE, before - after)
+                missing = await message_store.page(
+                    self._pool, subscription.room_id, before=before, after=after, limit=limit
                 )
-                for frame, committed_at in ready:
-                    conn.send_raw(frame, committed_at)
+                for message in missing:
+                    data = {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
+                    ready = subscription.gate.offer(
+                        message.seq, (event_frame("chat.message", data), None)
+                    )
+                    for frame, committed_at in ready:
+                        conn.send_raw(frame, committed_at)
+                if len(missing) < limit:
+                    break
+                after = missing[-1].seq
         finally:
-            subscription.gap_task = None
+            # A task cancelled to make way for another must not unhook its successor.
+            if subscription.gap_task is asyncio.current_task():
+                subscription.gap_task = None
         if conn.subscriptions.get(subscription.room_id) is subscription:
             self._schedule_gap_fill(conn, subscription)
 
