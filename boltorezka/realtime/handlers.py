@@ -135,7 +135,7 @@ class RequestHandlers:
         # Subscribe before reading: everything committed from now on is buffered, and
         # the gate drops whatever the replay below already covered.
         subscription, first_device = self.hub.subscribe(conn, room_id)
-        conn.member_rooms.add(room_id)
+        self.hub.add_membership(conn, room_id)
         try:
             cursor, replayed = await self._replay(conn, room_id, last_seq)
             member_ids = await room_store.member_ids(pool, room_id)

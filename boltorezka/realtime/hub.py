@@ -92,6 +92,15 @@ _room_decoder = msgspec.json.Decoder(BusEvent)
 _session_decoder = msgspec.json.Decoder(SessionEvent)
 
 
+def _discard(index: defaultdict[Any, set[Connection]], key: Any, conn: Connection) -> None:
+    """Remove ``conn`` from ``index[key]``, and the key once its set is empty."""
+    found = index.get(key)
+    if found is not None:
+        found.discard(conn)
+        if not found:
+            del index[key]
+
+
 def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
     return _encoder.encode({"type": kind, "v": protocol.PROTOCOL_VERSION, "payload": payload})
 
@@ -105,8 +114,17 @@ class Hub:
         self._pool = pool
         self._metrics = metrics
         self.connections: dict[str, Connection] = {}
+        # Indexes, so an event costs in proportion to its audience, never to the node's
+        # connection count: who is subscribed to a room here, who here is a member of it
+        # (joined on that connection or not), each user's and each session's connections.
         self.by_user: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
         self.room_subscribers: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self.members_here: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        self.by_session: defaultdict[uuid.UUID, set[Connection]] = defaultdict(set)
+        # Read positions of the members connected here, per (room, user): read from
+        # PostgreSQL once per room, then kept current by chat.read and the user's own sends,
+        # so unread counts cost no query per message.
+        self._read_seq: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
         # Statuses of this node's own connections, and the cluster-wide view built from
         # every node's reports (this one's included, through the bus).
         self.presence = PresenceTracker()
@@ -135,6 +153,7 @@ class Hub:
         self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id)))
         for user_id in list(self.by_user):
             self._report(user_id)
+        self._read_seq.clear()  # chat.read events from other nodes were missed
         for conn in list(self.connections.values()):
             for subscription in list(conn.subscriptions.values()):
                 if subscription.gate.last_seq is None:
@@ -195,9 +214,12 @@ class Hub:
         self._metrics.ws_connections.set(len(self.connections))
 
     def authenticated(self, conn: Connection, member_rooms: set[uuid.UUID]) -> None:
-        assert conn.user_id is not None
-        conn.member_rooms = member_rooms
+        assert conn.user_id is not None and conn.session_id is not None
+        conn.member_rooms = set()
+        for room_id in member_rooms:
+            self.add_membership(conn, room_id)
         self.by_user[conn.user_id].add(conn)
+        self.by_session[conn.session_id].add(conn)
         if self.presence.set(conn.user_id, conn.id, conn.status) is not None:
             self._report(conn.user_id, conn.member_rooms)
 
@@ -208,13 +230,25 @@ class Hub:
             return
         for room_id in list(conn.subscriptions):
             self.unsubscribe(conn, room_id)
-        devices = self.by_user.get(conn.user_id)
-        if devices is not None:
-            devices.discard(conn)
-            if not devices:
-                del self.by_user[conn.user_id]
+        rooms = set(conn.member_rooms)  # the audience of the presence report below
+        for room_id in rooms:
+            self._drop_membership(conn, room_id)
+        _discard(self.by_session, conn.session_id, conn)
+        _discard(self.by_user, conn.user_id, conn)
         if self.presence.remove(conn.user_id, conn.id) is not None:
-            self._report(conn.user_id, conn.member_rooms)
+            self._report(conn.user_id, rooms)
+
+    def add_membership(self, conn: Connection, room_id: uuid.UUID) -> None:
+        """``conn``'s user is a member of the room: its room-wide events reach ``conn``."""
+        conn.member_rooms.add(room_id)
+        self.members_here[room_id].add(conn)
+
+    def _drop_membership(self, conn: Connection, room_id: uuid.UUID) -> None:
+        conn.member_rooms.discard(room_id)
+        _discard(self.members_here, room_id, conn)
+        assert conn.user_id is not None
+        if not any(room_id in other.member_rooms for other in self.by_user.get(conn.user_id, ())):
+            self._read_seq.pop((room_id, conn.user_id), None)
 
     def set_status(self, conn: Connection, status: str) -> None:
         assert conn.user_id is not None
@@ -285,9 +319,11 @@ class Hub:
         """Tell this node's connections that share one of ``rooms`` with the user, and the
         user's own devices."""
         frame = event_frame("presence.changed", {"userId": str(user_id), "status": status})
-        for conn in list(self.connections.values()):
-            if conn.authenticated and (conn.user_id == user_id or conn.member_rooms & rooms):
-                conn.send_raw(frame)
+        audience = set(self.by_user.get(user_id, ()))
+        for room_id in rooms:
+            audience.update(self.members_here.get(room_id, ()))
+        for conn in audience:
+            conn.send_raw(frame)
 
     # --- room subscriptions ---------------------------------------------------------------
 
@@ -318,11 +354,7 @@ class Hub:
         if subscription is None:
             return
         self._cancel_gap(subscription)
-        subscribers = self.room_subscribers.get(room_id)
-        if subscribers is not None:
-            subscribers.discard(conn)
-            if not subscribers:
-                del self.room_subscribers[room_id]
+        _discard(self.room_subscribers, room_id, conn)
 
     def unsubscribe(self, conn: Connection, room_id: uuid.UUID) -> bool:
         """Stop delivering the room; return True if it was subscribed."""
@@ -330,11 +362,7 @@ class Hub:
         if subscription is None:
             return False
         self._cancel_gap(subscription)
-        subscribers = self.room_subscribers.get(room_id)
-        if subscribers is not None:
-            subscribers.discard(conn)
-            if not subscribers:
-                del self.room_subscribers[room_id]
+        _discard(self.room_subscribers, room_id, conn)
         assert conn.user_id is not None
         if self.typing.stop((room_id, conn.user_id)):
             self._send_typing(room_id, conn.user_id, active=False)
@@ -447,32 +475,31 @@ class Hub:
             await self._deliver_message(event)
         elif kind == "room.deleted":
             frame = event_frame(kind, event.data)
-            for conn in list(self.connections.values()):
-                if event.room_id in conn.member_rooms:
-                    conn.member_rooms.discard(event.room_id)
-                    # The room is gone: its live view ends without member.left noise.
-                    self.drop_subscription(conn, event.room_id)
-                    conn.send_raw(frame)
+            for conn in list(self.members_here.get(event.room_id, ())):
+                self._drop_membership(conn, event.room_id)
+                # The room is gone: its live view ends without member.left noise.
+                self.drop_subscription(conn, event.room_id)
+                conn.send_raw(frame)
         elif kind in ("call.state", "room.updated"):
             frame = event_frame(kind, event.data)
-            for conn in list(self.connections.values()):
-                if event.room_id in conn.member_rooms:
-                    conn.send_raw(frame)
+            for conn in list(self.members_here.get(event.room_id, ())):
+                conn.send_raw(frame)
         elif kind in ("chat.edited", "chat.deleted"):
             self._send_room(event.room_id, event_frame(kind, event.data))
         elif kind == "chat.read":
             frame = event_frame(kind, event.data)
             for user_id in event.only_users or ():
+                self._advance_read(event.room_id, user_id, int(event.data["seq"]))
                 for conn in list(self.by_user.get(user_id, ())):
                     conn.send_raw(frame)
         elif kind == "member.added":
             user_id = uuid.UUID(event.data["userId"])
-            for conn in self.by_user.get(user_id, ()):
-                conn.member_rooms.add(event.room_id)
+            for conn in list(self.by_user.get(user_id, ())):
+                self.add_membership(conn, event.room_id)
         elif kind == "member.removed":
             user_id = uuid.UUID(event.data["userId"])
             for conn in list(self.by_user.get(user_id, ())):
-                conn.member_rooms.discard(event.room_id)
+                self._drop_membership(conn, event.room_id)
                 # Membership is what authorised the subscription; it ends with it.
                 if self.unsubscribe(conn, event.room_id):
                     conn.send_raw(
@@ -496,29 +523,41 @@ class Hub:
             self.typing_stop(event.room_id, uuid.UUID(sender))
         await self._notify_members(event, seq)
 
+    def _advance_read(self, room_id: uuid.UUID, user_id: uuid.UUID, seq: int) -> None:
+        key = (room_id, user_id)
+        if key in self._read_seq:
+            self._read_seq[key] = max(self._read_seq[key], seq)
+
     async def _notify_members(self, event: BusEvent, seq: int) -> None:
         """Unread counts and mentions for members connected but not in the room here."""
         message = event.data["message"]
         sender = message.get("senderId")
+        if sender is not None:
+            # What you wrote yourself is read (the send stored that marker too).
+            self._advance_read(event.room_id, uuid.UUID(sender), seq)
         targets = [
             conn
-            for conn in self.connections.values()
-            if conn.authenticated
-            and event.room_id in conn.member_rooms
-            and event.room_id not in conn.subscriptions
-            and str(conn.user_id) != sender
+            for conn in self.members_here.get(event.room_id, ())
+            if event.room_id not in conn.subscriptions and str(conn.user_id) != sender
         ]
         if not targets:
             return
-        read_markers = await room_store.read_markers(self._pool, event.room_id)
+        if any((event.room_id, conn.user_id) not in self._read_seq for conn in targets):
+            markers = await room_store.read_markers(self._pool, event.room_id)
+            for conn in targets:
+                assert conn.user_id is not None
+                stored = markers.get(conn.user_id)
+                if stored is not None:
+                    key = (event.room_id, conn.user_id)
+                    self._read_seq[key] = max(self._read_seq.get(key, stored), stored)
         mentioned: set[str] = set()
         for name in _MENTION.findall(message.get("body", "")):
             # Names may contain dots, but "thanks @bob." ends a sentence: accept both readings.
             mentioned.update((name.lower(), name.rstrip(".").lower()))
         for conn in targets:
             assert conn.user_id is not None
-            last_read = read_markers.get(conn.user_id)
-            if last_read is None:
+            last_read = self._read_seq.get((event.room_id, conn.user_id))
+            if last_read is None or conn.closed:
                 continue
             kind = "mention" if conn.username.lower() in mentioned else "unread"
             conn.send_raw(
@@ -536,6 +575,5 @@ class Hub:
 
     async def _on_session_event(self, data: bytes) -> None:
         event = _session_decoder.decode(data)
-        for conn in list(self.connections.values()):
-            if conn.session_id == event.session_id:
-                conn.close_soon(CloseCode.SESSION_REVOKED)
+        for conn in list(self.by_session.get(event.session_id, ())):
+            conn.close_soon(CloseCode.SESSION_REVOKED)
