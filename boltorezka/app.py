@@ -51,9 +51,10 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
-        # Without Redis this node is the only one, so live calls in the database can only
-        # be leftovers of its previous run.
-        await services.calls.start_background(end_orphaned=not isinstance(bus, RedisBus))
+        # Without Redis this node is the only one, so every live call in the database is a
+        # leftover of its previous run; with Redis, only those it hosted (node ids are
+        # stable across restarts, and its previous life's call state died with it).
+        await services.calls.start_background(only_node=isinstance(bus, RedisBus))
         yield
         await services.calls.close()
         await hub.close()

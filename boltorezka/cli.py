@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import importlib.util
 import signal
+import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -61,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sfu":
             return asyncio.run(_sfu(settings, args.bus_socket))
         if args.no_migrate:
-            from dataclasses import replace
-
             settings = replace(settings, migrate_on_start=False)
         return asyncio.run(_serve(settings))
     except migrate.MigrationError as exc:
@@ -154,7 +154,18 @@ async def _supervise_sfu(socket_path: Path | None, stop: asyncio.Event) -> None:
         backoff = min(backoff * 2, 10.0)
 
 
+def default_node_id(settings: Settings) -> str:
+    """The node's id: as configured, else the host and port, which survive restarts (so
+    the cluster recognises a restarted node); with an OS-chosen port, a random one."""
+    if settings.node_id:
+        return settings.node_id
+    if settings.port == 0:
+        return ""  # the hub makes a random one
+    return f"{socket.gethostname()}:{settings.port}"
+
+
 async def _serve(settings: Settings) -> int:
+    settings = replace(settings, node_id=default_node_id(settings))
     services = await start_services(settings)
     bus = make_bus(settings)
     app = build_app(services, bus)
@@ -187,8 +198,13 @@ async def _serve(settings: Settings) -> int:
         socket_path = bus.path if isinstance(bus, SocketBus) else None
         sfu_task = asyncio.create_task(_supervise_sfu(socket_path, stop))
     await stop.wait()
-    _log.info("draining")
+    # Readiness turns 503 first; connections are still accepted during the pre-stop delay,
+    # so a balancer polling /readyz takes the node out before anything is refused.
     services.extras["draining"] = True
+    if settings.drain_prestop_seconds > 0:
+        _log.info("not ready; still accepting", prestop_seconds=settings.drain_prestop_seconds)
+        await asyncio.sleep(settings.drain_prestop_seconds)
+    _log.info("draining")
     gateway = app[GATEWAY]
     gateway.draining = True
     # Stop accepting first, then let live sockets finish their requests and move on.

@@ -75,6 +75,7 @@ class Settings:
     ws_violation_budget: int = 20
     ws_connect_rate_per_minute: int = 60
     ws_drain_seconds: float = 10.0
+    drain_prestop_seconds: float = 0.0
     ws_close_timeout_seconds: float = 5.0
     ws_send_buffer_bytes: int = 0
     chat_send_burst: int = 20
@@ -162,6 +163,7 @@ class Settings:
             ws_violation_budget=_int(get, "WS_VIOLATION_BUDGET", 20, 1, 1_000_000),
             ws_connect_rate_per_minute=_int(get, "WS_CONNECT_RATE_PER_MINUTE", 60, 1, 1_000_000),
             ws_drain_seconds=_float(get, "WS_DRAIN_SECONDS", 10.0, 0, 600),
+            drain_prestop_seconds=_float(get, "DRAIN_PRESTOP_SECONDS", 0.0, 0, 600),
             ws_close_timeout_seconds=_float(get, "WS_CLOSE_TIMEOUT_SECONDS", 5.0, 0.1, 600),
             ws_send_buffer_bytes=_int(get, "WS_SEND_BUFFER_BYTES", 0, 0, 64 << 20),
             chat_send_burst=_int(get, "CHAT_SEND_BURST", 20, 1, 1_000_000),

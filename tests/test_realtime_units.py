@@ -483,3 +483,18 @@ def test_directory_drops_nodes_that_stop_saying_they_are_alive() -> None:
     assert changes == [(bob, "offline", {room})]
     assert directory.status(alice) == "online"
     assert directory.status(bob) == "offline"
+
+
+def test_directory_forgets_what_a_restarted_node_reported() -> None:
+    from boltorezka.realtime.presence import PresenceDirectory
+
+    alice, bob, room = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    directory = PresenceDirectory(node_ttl=5)
+    directory.report("a", alice, "online", [room], now=0)
+    directory.report("b", bob, "online", [room], now=0)
+    directory.report("b", alice, "dnd", [room], now=0)
+    # b comes back under the same id: its old devices are gone, a's are not.
+    changes = directory.forget_node("b")
+    assert sorted(changes) == sorted([(bob, "offline", {room}), (alice, "online", {room})])
+    assert directory.status(bob) == "offline" and directory.status(alice) == "online"
+    assert directory.forget_node("never-seen") == []

@@ -122,11 +122,12 @@ class CallService:
         self.cluster: CallCluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start_background(self, *, end_orphaned: bool) -> None:
-        if end_orphaned:
-            ended = await store.end_orphaned(self._pool)
-            if ended:
-                _log.info("ended calls left live by a previous run", count=ended)
+    async def start_background(self, *, only_node: bool) -> None:
+        """Start the sweeper, after ending the calls a previous run of this node left live:
+        with ``only_node``, those it hosted (other nodes hold theirs), else all of them."""
+        ended = await store.end_orphaned(self._pool, self.node_id if only_node else None)
+        if ended:
+            _log.info("ended calls left live by a previous run", count=ended)
         self._sweeper = asyncio.create_task(self._sweep(), name="call-sweeper")
 
     async def close(self) -> None:

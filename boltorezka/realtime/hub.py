@@ -78,9 +78,11 @@ class NodeAlive(msgspec.Struct, tag="alive", kw_only=True):
 
 
 class PresenceSync(msgspec.Struct, tag="sync", kw_only=True):
-    """A node that just started asks the others to report everyone they have."""
+    """A node asks the others to report everyone they have: it just started (and whatever
+    it reported before is void), or its bus was down for a while."""
 
     node: str
+    restarted: bool = True
 
 
 PresenceMessage = PresenceReport | NodeAlive | PresenceSync
@@ -150,7 +152,7 @@ class Hub:
         While the bus was down, this node's events reached only its own connections and the
         other nodes' events reached none of them; the messages are all in PostgreSQL.
         """
-        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id)))
+        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id, restarted=False)))
         for user_id in list(self.by_user):
             self._report(user_id)
         self._read_seq.clear()  # chat.read events from other nodes were missed
@@ -302,6 +304,10 @@ class Hub:
         if isinstance(message, NodeAlive):
             self.directory.heard(message.node, now)
         elif isinstance(message, PresenceSync):
+            if message.restarted and message.node != self.node_id:
+                # A node starts afresh: whatever it reported in a previous life is void.
+                for user_id, status, rooms in self.directory.forget_node(message.node):
+                    self._announce_presence(user_id, status, rooms)
             self.directory.heard(message.node, now)
             if message.node != self.node_id:
                 for user_id in list(self.by_user):

@@ -145,7 +145,13 @@ class PresenceDirectory:
 
     def expire(self, now: float) -> list[tuple[uuid.UUID, str, set[uuid.UUID]]]:
         """Drop silent nodes; return (user, new presence, rooms) for every change."""
-        dead = {node for node, seen in self._seen.items() if now - seen > self.node_ttl}
+        return self._drop({node for node, seen in self._seen.items() if now - seen > self.node_ttl})
+
+    def forget_node(self, node: str) -> list[tuple[uuid.UUID, str, set[uuid.UUID]]]:
+        """Drop what ``node`` reported before it restarted (node ids survive restarts)."""
+        return self._drop({node})
+
+    def _drop(self, dead: set[str]) -> list[tuple[uuid.UUID, str, set[uuid.UUID]]]:
         if not dead:
             return []
         changes: list[tuple[uuid.UUID, str, set[uuid.UUID]]] = []
@@ -164,5 +170,5 @@ class PresenceDirectory:
             if after != before:
                 changes.append((user_id, after, rooms))
         for node in dead:
-            del self._seen[node]
+            self._seen.pop(node, None)
         return changes

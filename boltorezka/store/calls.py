@@ -106,14 +106,17 @@ async def remove_participant(conn: Executor, participant_id: uuid.UUID, reason: 
     )
 
 
-async def end_orphaned(conn: Executor) -> int:
-    """End calls left live by a node that stopped; returns how many."""
-    status: str = await conn.execute(
+async def end_orphaned(conn: Executor, host_node: str | None = None) -> int:
+    """End calls left live by a node that stopped (``host_node``, else any); how many."""
+    rows = await conn.fetch(
         "UPDATE call_sessions SET state = 'ended', ended_at = now(), "
-        "end_reason = 'server_restart' WHERE state <> 'ended'"
+        "end_reason = 'server_restart' "
+        "WHERE state <> 'ended' AND ($1::text IS NULL OR host_node = $1) RETURNING id",
+        host_node,
     )
     await conn.execute(
         "UPDATE call_participants SET left_at = now(), leave_reason = 'server_restart' "
-        "WHERE left_at IS NULL"
+        "WHERE left_at IS NULL AND call_id = ANY($1::uuid[])",
+        [row["id"] for row in rows],
     )
-    return int(status.split()[-1])
+    return len(rows)
