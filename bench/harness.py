@@ -13,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -67,6 +67,10 @@ class Server:
     ws_url: str
     process: asyncio.subprocess.Process
     workdir: Path
+    # The throwaway schema the server works in, for benches that seed or count rows.
+    schema: str = ""
+    # The server's environment: what `boltorezka admin bulk-users` needs to make its accounts.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
@@ -104,7 +108,7 @@ async def running_server(database_url: str = DEFAULT_DB, **settings: str) -> Asy
                 sys.executable, "-m", "boltorezka", "serve", env=env, stdout=log, stderr=log
             )
         await wait_healthy(base, server, 60)
-        yield Server(base, f"ws://127.0.0.1:{port}/v1/ws", server, workdir)
+        yield Server(base, f"ws://127.0.0.1:{port}/v1/ws", server, workdir, schema, env)
     finally:
         await stop_process(server, 15)
         with contextlib.suppress(Exception):

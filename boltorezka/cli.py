@@ -1,23 +1,31 @@
-"""The ``boltorezka`` command: ``serve`` runs the server, ``migrate`` applies migrations."""
+"""The ``boltorezka`` command: ``serve`` runs the server, ``migrate`` applies migrations.
+
+``admin bulk-users`` makes load-test accounts; ``loadtest`` runs the load tester of the
+Python client package (``boltorezka_client.loadtest``) when that package is installed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import importlib
 import importlib.util
 import signal
 import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from boltorezka import __version__
+from boltorezka.admin import bulk
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
+from boltorezka.auth.tokens import TokenCodec
 from boltorezka.bus import Bus
 from boltorezka.bus.redis import RedisBus
 from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
@@ -30,6 +38,10 @@ _log = structlog.get_logger("boltorezka.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loadtest"]:
+        # A client-side tool: it needs no server settings, and its own parser owns the flags.
+        return _loadtest(argv[1:])
     parser = argparse.ArgumentParser(prog="boltorezka", description=__doc__)
     parser.add_argument("--version", action="version", version=f"boltorezka {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +55,23 @@ def main(argv: list[str] | None = None) -> int:
         "--bus-socket",
         help="Unix socket of a local `boltorezka serve` bus "
         "(default: BOLTOREZKA_REDIS_URL, else the local server's socket)",
+    )
+    admin = commands.add_parser("admin", help="operator tasks against this deployment's database")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    bulk_users = admin_commands.add_parser(
+        "bulk-users",
+        help="create load-test accounts (one shared password hash), sessions, tokens and rooms",
+    )
+    bulk_users.add_argument("--count", type=int, required=True, help="how many users")
+    bulk_users.add_argument("--prefix", default="load-", help="username prefix (default load-)")
+    bulk_users.add_argument("--rooms", type=int, default=0, help="how many private rooms")
+    bulk_users.add_argument("--room-size", type=int, default=0, help="members per room")
+    bulk_users.add_argument(
+        "--password", help="the shared password (default: a random one nobody keeps)"
+    )
+    bulk_users.add_argument("--out", type=Path, required=True, help="tokens file to write (JSON)")
+    commands.add_parser(
+        "loadtest", help="run the load tester (boltorezka_client.loadtest; see its --help)"
     )
     args = parser.parse_args(argv)
 
@@ -62,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings))
         if args.command == "sfu":
             return asyncio.run(_sfu(settings, args.bus_socket))
+        if args.command == "admin":
+            return _admin(settings, args)
         if args.no_migrate:
             settings = replace(settings, migrate_on_start=False)
         return asyncio.run(_serve(settings))
@@ -75,6 +106,62 @@ def main(argv: list[str] | None = None) -> int:
     except (EmbeddedUnavailable, SfuUnavailable) as exc:
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 5
+
+
+def _loadtest(argv: list[str]) -> int:
+    # Imported by name: the server does not depend on the client package, it only defers to it.
+    try:
+        loadtest = importlib.import_module("boltorezka_client.loadtest")
+    except ModuleNotFoundError:
+        print(
+            "boltorezka: the load tester is part of the Python client package, which is not "
+            "installed: pip install ./clients/python",
+            file=sys.stderr,
+        )
+        return 2
+    return int(loadtest.main(argv))
+
+
+def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.secret_generated:
+        # Tokens signed with a throwaway key would not work against the running server.
+        print(
+            "boltorezka: set BOLTOREZKA_JWT_SECRET to the server's secret first",
+            file=sys.stderr,
+        )
+        return 2
+    request = bulk.BulkRequest(
+        count=args.count,
+        prefix=args.prefix,
+        rooms=args.rooms,
+        room_size=args.room_size,
+        password=args.password,
+    )
+    try:
+        document = asyncio.run(_bulk_users(settings, request))
+    except bulk.BulkError as exc:
+        print(f"boltorezka: {exc}", file=sys.stderr)
+        return 2
+    bulk.write_private(args.out, document)
+    print(
+        f"created {len(document['users'])} load-test users and {len(document['rooms'])} "
+        f"room(s); tokens in {args.out}"
+    )
+    return 0
+
+
+async def _bulk_users(settings: Settings, request: bulk.BulkRequest) -> dict[str, Any]:
+    url, embedded = await resolve_database_url(settings)
+    pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            codec = TokenCodec(settings.signing_keys, settings.access_token_ttl)
+            return await bulk.create(
+                conn, codec, request, refresh_ttl_seconds=settings.refresh_token_ttl
+            )
+    finally:
+        await pool.close()
+        del embedded
 
 
 class SfuUnavailable(RuntimeError):

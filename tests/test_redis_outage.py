@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from boltorezka_client import BoltorezkaClient
-from redis.exceptions import RedisError
 
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app
@@ -32,57 +28,10 @@ from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.runtime import Services
-from tests.helpers import add_member, app_of, create_room, free_port, register
+from tests.helpers import add_member, app_of, create_room, register
+from tests.redis_server import REDIS_SERVER, PrivateRedis
 
-REDIS_SERVER = shutil.which("redis-server")
 PATIENCE = 30.0
-
-
-class PrivateRedis:
-    """A redis-server on its own loopback port, to kill and start again at will."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._directory = directory
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self._process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self._directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait(timeout=10)
-
-    async def wait_up(self) -> None:
-        async with asyncio.timeout(PATIENCE):
-            while True:
-                client = aioredis.Redis.from_url(self.url)
-                try:
-                    if await client.ping():
-                        return
-                except (OSError, RedisError):
-                    await asyncio.sleep(0.05)
-                finally:
-                    await client.aclose()
 
 
 @pytest.fixture
@@ -96,8 +45,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     try:
         yield server
     finally:
-        if server._process is not None and server._process.poll() is None:
-            server.kill()
+        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,3 @@
+from boltorezka_client.loadtest.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,382 @@
+"""Three nodes behind a real HAProxy (deploy/haproxy.cfg as shipped), on one Redis of the
+test's own and the test's PostgreSQL schema; every process on 127.0.0.1.
+
+- A node SIGKILLed mid-burst: its clients reconnect through the balancer to the others and
+  resume; every client ends up with every acknowledged message exactly once, in order; a
+  user who was only on the dead node shows offline on the others.
+- A node drained (SIGTERM) mid-chat: the balancer stops sending it clients, its clients
+  move on, and nothing acknowledged is lost.
+- A node started late sees the presence of everyone already online elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from boltorezka_client import BoltorezkaClient
+
+from tests.conftest import ROOT
+from tests.helpers import cli_env, free_port, url_with_search_path
+from tests.redis_server import REDIS_SERVER, PrivateRedis
+
+if TYPE_CHECKING:
+    from tests.conftest import TestDatabase
+
+HAPROXY = shutil.which("haproxy")
+PATIENCE = 40.0
+JWT_SECRET = "cluster-test-secret-0123456789-abcdefghijklmnop"
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        with self.log.open("ab") as sink:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "boltorezka",
+                "serve",
+                env=self.env,
+                cwd=ROOT,
+                stdout=sink,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+
+    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
+        async with asyncio.timeout(PATIENCE):
+            while True:
+                assert self.proc is not None and self.proc.returncode is None, self.output()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.base}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@dataclass
+class Cluster:
+    nodes: list[Node]
+    balancer_port: int
+    balancer_log: Path
+    http: aiohttp.ClientSession
+    balancer: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.balancer_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.balancer_port}/v1/ws"
+
+    def start_balancer(self) -> None:
+        assert HAPROXY is not None
+        env = {
+            **os.environ,
+            "BOLTOREZKA_LB_BIND": f"127.0.0.1:{self.balancer_port}",
+            **{f"BOLTOREZKA_NODE{i + 1}": f"127.0.0.1:{n.port}" for i, n in enumerate(self.nodes)},
+        }
+        with self.balancer_log.open("ab") as sink:
+            self.balancer = subprocess.Popen(
+                [HAPROXY, "-db", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def wait_balanced(self, up: int) -> None:
+        """Until the balancer answers and ``up`` nodes pass its health checks."""
+
+        async def healthy() -> int:
+            count = 0
+            for node in self.nodes:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with self.http.get(f"{node.base}/readyz") as response:
+                        count += response.status == 200
+            return count
+
+        async with asyncio.timeout(PATIENCE):
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with self.http.get(f"{self.base}/healthz") as response:
+                        if response.status == 200 and await healthy() >= up:
+                            break
+                await asyncio.sleep(0.1)
+        # Two passing checks one second apart (rise 2) before the balancer uses a node.
+        await asyncio.sleep(2.5)
+
+    async def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        *,
+        via: Node | None = None,
+    ) -> dict[str, Any]:
+        """A REST call through the balancer, or straight to the node ``via``."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        base = via.base if via is not None else self.base
+        async with self.http.request(method, base + path, json=body, headers=headers) as response:
+            text = await response.text()
+            assert response.status < 300, f"{method} {path}: {response.status} {text}"
+            data: dict[str, Any] = json.loads(text) if text else {}
+            return data
+
+    async def register(self, name: str, via: Node | None = None) -> tuple[str, str]:
+        credentials = {"username": name, "password": PASSWORD}
+        data = await self.api("POST", "/v1/auth/register", credentials, via=via)
+        return data["user"]["id"], data["accessToken"]
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if REDIS_SERVER is None or HAPROXY is None:
+        missing = "redis-server" if REDIS_SERVER is None else "haproxy"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} is not installed")
+        pytest.skip(f"{missing} is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def cluster(
+    test_db: TestDatabase, private_redis: PrivateRedis, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    await private_redis.wait_up()
+    data_dir = Path(tempfile.mkdtemp(prefix="bz-cluster-"))
+    nodes = []
+    for i in range(3):
+        port = free_port()
+        env = cli_env(
+            DATABASE_URL=url_with_search_path(test_db.url, test_db.schema),
+            REDIS_URL=private_redis.url,
+            DATA_DIR=str(data_dir / f"node{i + 1}"),
+            NODE_ID=f"node{i + 1}",
+            PORT=str(port),
+            JWT_SECRET=JWT_SECRET,
+            DRAIN_PRESTOP_SECONDS="3",
+            WS_DRAIN_SECONDS="5",
+            CHAT_SEND_BURST="100000",
+            CHAT_SEND_PER_SECOND="100000",
+            REGISTER_RATE_PER_MINUTE="10000",
+            LOGIN_RATE_PER_MINUTE="10000",
+            WS_CONNECT_RATE_PER_MINUTE="10000",
+            LOG_LEVEL="warning",
+        )
+        nodes.append(Node(f"node{i + 1}", port, env, tmp_path / f"node{i + 1}.log"))
+    async with aiohttp.ClientSession() as http:
+        found = Cluster(nodes, free_port(), tmp_path / "haproxy.log", http)
+        try:
+            yield found
+        except BaseException:
+            for node in nodes:
+                print(f"--- {node.name}\n{node.output()}")
+            print(f"--- haproxy\n{found.balancer_log.read_text(errors='replace')[-3000:]}")
+            raise
+        finally:
+            if found.balancer is not None:
+                found.balancer.kill()
+                found.balancer.wait(timeout=10)
+            for node in nodes:
+                await node.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _node_of(client: BoltorezkaClient) -> str:
+    node_id: str = client.capabilities["nodeId"]
+    return node_id
+
+
+async def _start_all(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        await node.start()
+    for node in cluster.nodes:
+        await node.wait_ready(cluster.http)
+    cluster.start_balancer()
+    await cluster.wait_balanced(up=len(cluster.nodes))
+
+
+@dataclass
+class Room:
+    id: str
+    tokens: dict[str, str]  # by user name
+    user_ids: dict[str, str]
+
+
+async def _room_with(cluster: Cluster, names: list[str], via: Node | None = None) -> Room:
+    accounts = [await cluster.register(name, via) for name in names]
+    owner = accounts[0][1]
+    body = {"name": "ops", "kind": "private"}
+    room = (await cluster.api("POST", "/v1/rooms", body, owner, via=via))["room"]["id"]
+    for user_id, _ in accounts[1:]:
+        member = {"userId": user_id}
+        await cluster.api("POST", f"/v1/rooms/{room}/members", member, owner, via=via)
+    return Room(
+        room,
+        {name: token for name, (_, token) in zip(names, accounts, strict=True)},
+        {name: user_id for name, (user_id, _) in zip(names, accounts, strict=True)},
+    )
+
+
+async def _wait_all_seqs(clients: list[BoltorezkaClient], room: str, count: int) -> None:
+    expected = list(range(1, count + 1))
+    try:
+        async with asyncio.timeout(PATIENCE):
+            while any(
+                sorted({int(m["seq"]) for m in c.messages(room)}) != expected for c in clients
+            ):
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pass
+    for client in clients:
+        seqs = [int(m["seq"]) for m in client.messages(room)]
+        assert seqs == expected, f"{client.capabilities.get('nodeId')}: {seqs}"
+
+
+async def _burst(client: BoltorezkaClient, room: str, tag: str, count: int) -> list[int]:
+    """Send ``count`` messages one after another; sends are retried across reconnects
+    with the same clientMsgId, so each one is acknowledged exactly once."""
+    seqs = []
+    for i in range(count):
+        ack = await client.send_message(room, f"{tag} {i}", client_msg_id=f"{tag}-{i}")
+        seqs.append(int(ack["seq"]))
+        await asyncio.sleep(0.02)
+    return seqs
+
+
+async def test_a_node_killed_mid_burst_loses_nothing(cluster: Cluster) -> None:
+    await _start_all(cluster)
+    names = [f"user{i}" for i in range(6)] + ["loner"]
+    found = await _room_with(cluster, names)
+    room, tokens = found.id, found.tokens
+    clients = [BoltorezkaClient(cluster.ws_url, tokens[name]) for name in names[:-1]]
+    for client in clients:
+        await client.connect()
+    placement = {_node_of(c) for c in clients}
+    assert len(placement) >= 2, f"leastconn put every client on {placement}"
+    # The victim: the node holding the first client; the loner sits there too, directly.
+    victim = next(n for n in cluster.nodes if n.name == _node_of(clients[0]))
+    loner = BoltorezkaClient(
+        f"ws://127.0.0.1:{victim.port}/v1/ws", tokens["loner"], reconnect=False
+    )
+    await loner.connect()
+    watcher = next(c for c in clients if _node_of(c) != victim.name)
+    for client in (*clients, loner):
+        await client.join(room)
+    loner_id = found.user_ids["loner"]
+
+    bursts = [asyncio.create_task(_burst(c, room, f"c{i}", 15)) for i, c in enumerate(clients)]
+    await asyncio.sleep(0.3)
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGKILL)
+    async with asyncio.timeout(PATIENCE * 2):
+        acked = await asyncio.gather(*bursts)
+
+    total = sum(len(seqs) for seqs in acked)
+    assert sorted(s for seqs in acked for s in seqs) == list(range(1, total + 1))
+    # Every client, moved or not, has every message exactly once and in order.
+    await _wait_all_seqs(clients, room, total)
+    moved = [c for c in clients if c.reconnects > 0]
+    assert moved, "no client was on the killed node"
+    assert all(_node_of(c) != victim.name for c in moved)
+    # The loner was only on the dead node: the others see them go offline.
+    await watcher.wait_type("presence.changed", timeout=PATIENCE, userId=loner_id, status="offline")
+    for client in clients:
+        await client.close()
+
+
+async def test_a_drained_node_hands_its_clients_over(cluster: Cluster) -> None:
+    await _start_all(cluster)
+    names = [f"drainee{i}" for i in range(6)]
+    found = await _room_with(cluster, names)
+    room, tokens = found.id, found.tokens
+    clients = [BoltorezkaClient(cluster.ws_url, tokens[name]) for name in names]
+    for client in clients:
+        await client.connect()
+        await client.join(room)
+    victim = next(n for n in cluster.nodes if n.name == _node_of(clients[0]))
+
+    bursts = [asyncio.create_task(_burst(c, room, f"d{i}", 20)) for i, c in enumerate(clients)]
+    await asyncio.sleep(0.3)
+    assert victim.proc is not None
+    victim.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(PATIENCE * 2):
+        acked = await asyncio.gather(*bursts)
+    async with asyncio.timeout(PATIENCE):
+        assert await victim.proc.wait() == 0, victim.output()
+
+    total = sum(len(seqs) for seqs in acked)
+    await _wait_all_seqs(clients, room, total)
+    moved = [c for c in clients if c.reconnects > 0]
+    assert moved and all("server.draining" in [e["type"] for e in c.events] for c in moved)
+    # New clients go to the nodes left.
+    late = BoltorezkaClient(cluster.ws_url, tokens[names[0]])
+    await late.connect()
+    assert _node_of(late) != victim.name
+    await late.close()
+    for client in clients:
+        await client.close()
+
+
+async def test_a_node_started_late_sees_everyone_online(cluster: Cluster) -> None:
+    first, second, late_node = cluster.nodes
+    for node in (first, second):
+        await node.start()
+        await node.wait_ready(cluster.http)
+    found = await _room_with(cluster, ["early1", "early2", "late"], via=first)
+    early = [
+        BoltorezkaClient(f"ws://127.0.0.1:{node.port}/v1/ws", found.tokens[name])
+        for node, name in ((first, "early1"), (second, "early2"))
+    ]
+    for client in early:
+        await client.connect()
+    await late_node.start()
+    await late_node.wait_ready(cluster.http)
+    url = f"ws://127.0.0.1:{late_node.port}/v1/ws"
+    async with BoltorezkaClient(url, found.tokens["late"]) as late:
+        await late.join(found.id)
+        snapshot = await late.wait_type("room.presence", roomId=found.id, timeout=PATIENCE)
+        statuses = {m["userId"]: m["status"] for m in snapshot["payload"]["members"]}
+        assert statuses[found.user_ids["early1"]] == "online", statuses
+        assert statuses[found.user_ids["early2"]] == "online", statuses
+    for client in early:
+        await client.close()
