@@ -52,9 +52,13 @@ class Metrics:
         self.ws_messages_out = Counter(
             "boltorezka_ws_messages_out_total", "Frames sent to clients", registry=self.registry
         )
+        # Frames sent since the last scrape: a plain int per frame, folded into the counter
+        # when /metrics is read, so fan-out pays no lock per recipient.
+        self._frames_out = 0
         self.ws_delivery_latency = Histogram(
             "boltorezka_ws_delivery_latency_seconds",
-            "From a chat message's commit to its frame being written to a subscriber",
+            "From a chat message's commit to its frames being handed to this node's "
+            "subscribers' sockets, once per message and node",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -126,6 +130,12 @@ class Metrics:
         self._ice[ice] += 1
         self.ice_failure_rate.set(self._ice["failed"] / sum(self._ice.values()))
 
+    def count_frame_out(self) -> None:
+        self._frames_out += 1
+
     def render(self) -> bytes:
+        if self._frames_out:
+            self.ws_messages_out.inc(self._frames_out)
+            self._frames_out = 0
         data: bytes = generate_latest(self.registry)
         return data

@@ -1,15 +1,17 @@
-"""One WebSocket connection: identity, room subscriptions and a bounded outbound queue.
+"""One WebSocket connection: identity, room subscriptions and the way out to the client.
 
-Nothing sends on the socket directly. Frames go into a bounded queue drained by one writer
-task, so a slow reader only ever fills its own queue; when that overflows the connection
-is closed with a code that tells the client to reconnect and resume.
+A frame is written straight to the transport while the transport's buffer is below a
+high-water mark: no queue, no task, no await per recipient. Past the mark, frames go into a
+bounded queue drained by a writer task that waits for the socket to drain (started only
+then, and gone once the queue is empty), so a slow reader only ever fills its own queue;
+when that overflows, the connection is closed with a code that tells the client to
+reconnect and resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -20,18 +22,20 @@ from boltorezka.context import RequestInfo
 from boltorezka.observability.metrics import Metrics
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.realtime.framing import text_frame
 from boltorezka.realtime.sequencing import SeqGate
 
 _log = structlog.get_logger("boltorezka.realtime")
 
-# (frame, commit time of the chat message it carries, or None)
-Outbound = tuple[bytes, float | None]
+# Bytes a transport may hold unsent before frames queue instead of being written at once.
+WRITE_HIGH_WATER = 64 * 1024
 
 
 @dataclass
 class RoomSubscription:
     room_id: uuid.UUID
-    gate: SeqGate[Outbound] = field(default_factory=SeqGate)
+    # Holds the frames of the room's chat messages, by seq, until they can go out in order.
+    gate: SeqGate[bytes] = field(default_factory=SeqGate)
     gap_task: asyncio.Task[None] | None = None
 
 
@@ -40,12 +44,15 @@ class Connection:
         self,
         ws: web.WebSocketResponse,
         *,
+        transport: asyncio.Transport | None,
         queue_size: int,
         close_timeout: float,
         metrics: Metrics,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
+        # None: frames always take the queue (a transport that cannot be written directly).
+        self._transport = transport
         self.user_id: uuid.UUID | None = None
         self.session_id: uuid.UUID | None = None
         self.username = ""
@@ -58,7 +65,7 @@ class Connection:
         # Set whenever identity or token expiry changes, to wake the session watchdog.
         self.session_changed = asyncio.Event()
         self.close_code: int | None = None
-        self._queue: asyncio.Queue[Outbound] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
         self._close_timeout = close_timeout
         self._metrics = metrics
         self._writer: asyncio.Task[None] | None = None
@@ -75,18 +82,23 @@ class Connection:
     def closed(self) -> bool:
         return self.close_code is not None or self.ws.closed
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
-
     def send(self, message: protocol.ServerMessage) -> None:
         self.send_raw(protocol.encode(message))
 
-    def send_raw(self, frame: bytes, committed_at: float | None = None) -> None:
-        """Queue a frame; never blocks. Overflow closes the connection for resume."""
+    def send_raw(self, frame: bytes) -> None:
+        """Send a frame; never blocks. Overflow closes the connection for resume."""
         if self.close_code is not None:
             return
+        transport = self._transport
+        if self._writer is None and transport is not None:
+            if transport.is_closing():
+                return  # the peer is gone; the read loop ends and cleans up
+            if transport.get_write_buffer_size() < WRITE_HIGH_WATER:
+                transport.write(text_frame(frame))
+                self._metrics.count_frame_out()
+                return
         try:
-            self._queue.put_nowait((frame, committed_at))
+            self._queue.put_nowait(frame)
         except asyncio.QueueFull:
             if self._closing is not None:
                 return  # already closing for this overflow: count and log it once
@@ -97,6 +109,9 @@ class Connection:
                 user_id=str(self.user_id),
             )
             self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
+            return
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     async def send_paced(self, frame: bytes) -> bool:
         """Queue a frame of a bulk transfer (a resume replay) at the reader's pace.
@@ -138,7 +153,9 @@ class Connection:
                     await self._queue.join()
         self.close_code = int(code)
         self._metrics.ws_closes.labels(str(int(code))).inc()
-        if self._writer is not None and not self._writer.done():
+        # The writer task unhooks itself when it ends: hold on to the one running now.
+        writer = self._writer
+        if writer is not None and not writer.done():
             # Cancelling a send that waits in aiohttp's drain would also cancel the drain
             # future the close frame needs, so let the frame in flight finish first.
             if self._sending.is_set():
@@ -150,11 +167,11 @@ class Connection:
                 except TimeoutError:
                     # The peer stopped reading: drop the transport and what it buffered.
                     self._abort()
-                    self._writer.cancel()
+                    writer.cancel()
                     return
-            self._writer.cancel()
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+                await writer
         try:
             async with asyncio.timeout(self._close_timeout):
                 await self.ws.close(code=int(code), message=code.reason.encode())
@@ -168,22 +185,28 @@ class Connection:
             transport.abort()
 
     async def _write_loop(self) -> None:
-        while True:
-            frame, committed_at = await self._queue.get()
-            self._space.set()
-            self._sending.set()
-            try:
-                await self.ws.send_frame(frame, WSMsgType.TEXT)
-            except (ConnectionError, RuntimeError):
+        """Send the backlog at the reader's pace; once it is empty, direct writes resume."""
+        try:
+            while True:
+                try:
+                    frame = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                self._space.set()
+                self._sending.set()
+                try:
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+                except (ConnectionError, RuntimeError):
+                    self._queue.task_done()
+                    return
+                finally:
+                    self._sending.clear()
+                    self._sent.set()
                 self._queue.task_done()
-                return
-            finally:
-                self._sending.clear()
-                self._sent.set()
-            self._queue.task_done()
-            self._metrics.ws_messages_out.inc()
-            if committed_at is not None:
-                self._metrics.ws_delivery_latency.observe(max(0.0, time.time() - committed_at))
+                self._metrics.count_frame_out()
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     async def stop(self) -> None:
         """Stop the writer and any room gap-fill tasks (after the socket is gone)."""

@@ -96,6 +96,9 @@ class Gateway:
             heartbeat=settings.ws_heartbeat_seconds,
             max_msg_size=settings.ws_max_frame_bytes * _HARD_FRAME_FACTOR,
             autoping=True,
+            # No permessage-deflate: it would cost a compression per recipient of every
+            # event (the context is per connection), and chat frames are small.
+            compress=False,
         )
         if not ws.can_prepare(request).ok:
             raise UpgradeRequired()
@@ -106,12 +109,12 @@ class Gateway:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.ws_send_buffer_bytes)
         conn = Connection(
             ws,
+            transport=request.transport,
             queue_size=settings.ws_outbound_queue,
             close_timeout=settings.ws_close_timeout_seconds,
             metrics=self.services.metrics,
         )
         conn.request_info = request_info(request)
-        conn.start()
         self.hub.add(conn)
         structlog.contextvars.bind_contextvars(connection=conn.id)
         conn.send(self._capabilities(conn))

@@ -25,7 +25,7 @@ from boltorezka.events import RoomEvent
 from boltorezka.observability.metrics import Metrics
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
-from boltorezka.realtime.connection import Connection, Outbound, RoomSubscription
+from boltorezka.realtime.connection import Connection, RoomSubscription
 from boltorezka.realtime.presence import PresenceDirectory, PresenceTracker, TypingTracker
 from boltorezka.store import messages as message_store
 from boltorezka.store import rooms as room_store
@@ -384,10 +384,10 @@ class Hub:
         return True
 
     def deliver_ready(
-        self, conn: Connection, subscription: RoomSubscription, ready: list[Outbound]
+        self, conn: Connection, subscription: RoomSubscription, ready: list[bytes]
     ) -> None:
-        for frame, committed_at in ready:
-            conn.send_raw(frame, committed_at)
+        for frame in ready:
+            conn.send_raw(frame)
         self._schedule_gap_fill(conn, subscription)
 
     def _schedule_gap_fill(self, conn: Connection, subscription: RoomSubscription) -> None:
@@ -415,11 +415,9 @@ class Hub:
                 )
                 for message in missing:
                     data = {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
-                    ready = subscription.gate.offer(
-                        message.seq, (event_frame("chat.message", data), None)
-                    )
-                    for frame, committed_at in ready:
-                        conn.send_raw(frame, committed_at)
+                    ready = subscription.gate.offer(message.seq, event_frame("chat.message", data))
+                    for frame in ready:
+                        conn.send_raw(frame)
                 if len(missing) < limit:
                     break
                 after = missing[-1].seq
@@ -518,13 +516,15 @@ class Hub:
         message = event.data["message"]
         seq = int(message["seq"])
         sender = message.get("senderId")
-        frame = event_frame("chat.message", event.data)
-        for conn in list(self.room_subscribers.get(event.room_id, ())):
+        frame = event_frame("chat.message", event.data)  # once, for every recipient
+        subscribers = self.room_subscribers.get(event.room_id, ())
+        for conn in list(subscribers):
             subscription = conn.subscriptions.get(event.room_id)
             if subscription is None:
                 continue
-            ready = subscription.gate.offer(seq, (frame, event.committed_at))
-            self.deliver_ready(conn, subscription, ready)
+            self.deliver_ready(conn, subscription, subscription.gate.offer(seq, frame))
+        if subscribers and event.committed_at:
+            self._metrics.ws_delivery_latency.observe(max(0.0, time.time() - event.committed_at))
         if sender is not None:
             self.typing_stop(event.room_id, uuid.UUID(sender))
         await self._notify_members(event, seq)
