@@ -14,6 +14,7 @@ import importlib.util
 import signal
 import socket
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             return _admin(settings, args)
         if args.no_migrate:
             settings = replace(settings, migrate_on_start=False)
-        return asyncio.run(_serve(settings))
+        return run_serving(settings, _serve)
+    except ConfigError as exc:
+        print(f"boltorezka: configuration error: {exc}", file=sys.stderr)
+        return 2
     except migrate.MigrationError as exc:
         _log.error("migration failed; not starting", error=str(exc))
         print(f"boltorezka: {exc}", file=sys.stderr)
@@ -241,6 +245,25 @@ async def _supervise_sfu(socket_path: Path | None, stop: asyncio.Event) -> None:
         backoff = min(backoff * 2, 10.0)
 
 
+def event_loop_of(settings: Settings) -> str:
+    """``uvloop`` where it is installed (unless told otherwise), else ``asyncio``."""
+    if settings.event_loop == "asyncio":
+        return "asyncio"
+    installed = importlib.util.find_spec("uvloop") is not None
+    if settings.event_loop == "uvloop" and not installed:
+        raise ConfigError("BOLTOREZKA_EVENT_LOOP=uvloop, but uvloop is not installed")
+    return "uvloop" if installed else "asyncio"
+
+
+def run_serving(settings: Settings, main: Callable[[Settings], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main(settings)`` on the event loop the settings choose."""
+    if event_loop_of(settings) == "uvloop":
+        import uvloop
+
+        return uvloop.run(main(settings))
+    return asyncio.run(main(settings))
+
+
 def default_node_id(settings: Settings) -> str:
     """The node's id: as configured, else the host and port, which survive restarts (so
     the cluster recognises a restarted node); with an OS-chosen port, a random one."""
@@ -269,6 +292,8 @@ async def _serve(settings: Settings) -> int:
         port=port,
         env=settings.env,
         database="embedded" if services.embedded_server is not None else "configured",
+        event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        node_id=app[GATEWAY].node_id,
     )
     print(f"boltorezka listening on http://{settings.host}:{port}", flush=True)
 

@@ -93,6 +93,7 @@ class Settings:
     sfu_threshold: int = 4
     redis_url: str | None = None
     sfu_mode: str = "spawn"
+    event_loop: str = "auto"
     bus_socket: Path | None = None
     sfu_ice_addresses: tuple[str, ...] = ()
     signaling_burst: int = 50
@@ -183,6 +184,7 @@ class Settings:
             sfu_threshold=_int(get, "SFU_THRESHOLD", 4, 1, 1000),
             redis_url=get("REDIS_URL"),
             sfu_mode=_choice(get, "SFU", "spawn", ("spawn", "external", "off")),
+            event_loop=_choice(get, "EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio")),
             bus_socket=Path(get("BUS_SOCKET") or "") if get("BUS_SOCKET") else None,
             sfu_ice_addresses=_list(get("SFU_ICE_ADDRESSES")),
             signaling_burst=_int(get, "SIGNALING_BURST", 50, 1, 1_000_000),

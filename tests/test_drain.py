@@ -59,12 +59,14 @@ async def _start(
 ) -> ServerProcess:
     port = port or free_port()
     env = cli_env(
-        DATABASE_URL=url_with_search_path(test_db.url, test_db.schema),
-        DATA_DIR=tempfile.mkdtemp(prefix="bz-drain-"),
-        PORT=str(port),
-        JWT_SECRET=JWT_SECRET,
-        LOG_LEVEL="warning",
-        **settings,
+        **{
+            "DATABASE_URL": url_with_search_path(test_db.url, test_db.schema),
+            "DATA_DIR": tempfile.mkdtemp(prefix="bz-drain-"),
+            "PORT": str(port),
+            "JWT_SECRET": JWT_SECRET,
+            "LOG_LEVEL": "warning",
+            **settings,
+        }
     )
     log = tmp_path / f"server-{port}.log"
     with log.open("wb") as sink:

@@ -7,7 +7,7 @@
 # Which file is for what:
 #   dev.txt     tests and tools, everything below too (README's test command, .ci/run)
 #   all.txt     the server with every extra and the Python client (README's run command)
-#   server.txt  the server alone: the production image (no embedded PostgreSQL, no SFU)
+#   server.txt  the server and uvloop: the production image (no embedded PostgreSQL, no SFU)
 #   sfu.txt     the server and the SFU's media stack: the SFU image
 #   build.txt   what builds the wheels (tools/install-release.sh)
 #
@@ -34,5 +34,5 @@ compile dev.txt "$@" pyproject.toml clients/python/pyproject.toml requirements/b
 compile all.txt -c requirements/dev.txt pyproject.toml clients/python/pyproject.toml \
   requirements/build.in --extra all
 compile sfu.txt -c requirements/dev.txt pyproject.toml --extra sfu
-compile server.txt -c requirements/dev.txt pyproject.toml
+compile server.txt -c requirements/dev.txt pyproject.toml --extra fast
 compile build.txt -c requirements/dev.txt requirements/build.in
