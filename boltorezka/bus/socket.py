@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from boltorezka.bus.base import Handler, RecoveryHook
+from boltorezka.bus.base import FamilyHandler, Handler, RecoveryHook
 from boltorezka.bus.memory import MemoryBus
 
 _log = structlog.get_logger("boltorezka.bus.socket")
@@ -135,6 +135,18 @@ class SocketBusClient:
 
     def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers[channel].append(handler)
+
+    def subscribe_family(self, family: str, handler: FamilyHandler) -> None:
+        raise NotImplementedError("helper processes subscribe to named channels only")
+
+    def listen(self, channel: str) -> None:
+        raise NotImplementedError("helper processes subscribe to named channels only")
+
+    def unlisten(self, channel: str) -> None:
+        raise NotImplementedError("helper processes subscribe to named channels only")
+
+    async def listening(self, channel: str) -> None:
+        raise NotImplementedError("helper processes subscribe to named channels only")
 
     def on_recovered(self, hook: RecoveryHook) -> None:
         return None  # a helper whose host went away exits and is started afresh

@@ -137,6 +137,7 @@ class RequestHandlers:
         subscription, first_device = self.hub.subscribe(conn, room_id)
         self.hub.add_membership(conn, room_id)
         try:
+            await self.hub.routed(room_id)
             cursor, replayed = await self._replay(conn, room_id, last_seq)
             member_ids = await room_store.member_ids(pool, room_id)
         except BaseException:

@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from boltorezka.bus.base import Bus
+from boltorezka.bus.base import Bus, family_channel, raise_if_cancelling
 from boltorezka.events import RoomEvent
 from boltorezka.observability.metrics import Metrics
 from boltorezka.realtime import protocol
@@ -32,7 +32,10 @@ from boltorezka.store import rooms as room_store
 
 _log = structlog.get_logger("boltorezka.hub")
 
-ROOM_CHANNEL = "room-events"
+# Room events go to "room:<id>", events for some users only to "user:<id>": a node
+# receives them from other nodes only while it has connections in their audience.
+ROOM_FAMILY = "room"
+USER_FAMILY = "user"
 SESSION_CHANNEL = "session-events"
 CONNECTION_CHANNEL = "connection-events"
 PRESENCE_CHANNEL = "presence"
@@ -136,7 +139,8 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
-        bus.subscribe(ROOM_CHANNEL, self._on_room_event)
+        bus.subscribe_family(ROOM_FAMILY, self._on_family_event)
+        bus.subscribe_family(USER_FAMILY, self._on_family_event)
         bus.subscribe(SESSION_CHANNEL, self._on_session_event)
         bus.subscribe(CONNECTION_CHANNEL, self._on_connection_event)
         bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
@@ -180,14 +184,30 @@ class Hub:
     # --- publishing (EventPublisher) ------------------------------------------------------
 
     async def publish(self, event: RoomEvent) -> None:
+        committed_at = time.time()
+        if event.only_users is not None:
+            # One copy per user, on that user's channel, addressed to that user alone.
+            for user_id in event.only_users:
+                wire = BusEvent(
+                    room_id=event.room_id,
+                    kind=event.kind,
+                    data=event.data,
+                    only_users=[user_id],
+                    committed_at=committed_at,
+                )
+                channel = family_channel(USER_FAMILY, str(user_id))
+                await self._bus.publish(channel, _encoder.encode(wire))
+            return
         wire = BusEvent(
-            room_id=event.room_id,
-            kind=event.kind,
-            data=event.data,
-            only_users=list(event.only_users) if event.only_users is not None else None,
-            committed_at=time.time(),
+            room_id=event.room_id, kind=event.kind, data=event.data, committed_at=committed_at
         )
-        await self._bus.publish(ROOM_CHANNEL, _encoder.encode(wire))
+        if event.kind == "member.added":
+            # Only the new member's connections act on it, and they are not listening to
+            # the room yet.
+            channel = family_channel(USER_FAMILY, str(event.data["userId"]))
+        else:
+            channel = family_channel(ROOM_FAMILY, str(event.room_id))
+        await self._bus.publish(channel, _encoder.encode(wire))
 
     async def session_revoked(self, session_id: uuid.UUID) -> None:
         await self._bus.publish(
@@ -220,6 +240,8 @@ class Hub:
         conn.member_rooms = set()
         for room_id in member_rooms:
             self.add_membership(conn, room_id)
+        if conn.user_id not in self.by_user:
+            self._bus.listen(family_channel(USER_FAMILY, str(conn.user_id)))
         self.by_user[conn.user_id].add(conn)
         self.by_session[conn.session_id].add(conn)
         if self.presence.set(conn.user_id, conn.id, conn.status) is not None:
@@ -237,6 +259,8 @@ class Hub:
             self._drop_membership(conn, room_id)
         _discard(self.by_session, conn.session_id, conn)
         _discard(self.by_user, conn.user_id, conn)
+        if conn.user_id not in self.by_user:
+            self._bus.unlisten(family_channel(USER_FAMILY, str(conn.user_id)))
         if self.presence.remove(conn.user_id, conn.id) is not None:
             self._report(conn.user_id, rooms)
 
@@ -244,13 +268,29 @@ class Hub:
         """``conn``'s user is a member of the room: its room-wide events reach ``conn``."""
         conn.member_rooms.add(room_id)
         self.members_here[room_id].add(conn)
+        self._room_audience_changed(room_id)
 
     def _drop_membership(self, conn: Connection, room_id: uuid.UUID) -> None:
         conn.member_rooms.discard(room_id)
         _discard(self.members_here, room_id, conn)
+        self._room_audience_changed(room_id)
         assert conn.user_id is not None
         if not any(room_id in other.member_rooms for other in self.by_user.get(conn.user_id, ())):
             self._read_seq.pop((room_id, conn.user_id), None)
+
+    def _room_audience_changed(self, room_id: uuid.UUID) -> None:
+        """Receive the room's events from other nodes exactly while someone here needs
+        them: a connected member (for notifications) or a subscriber."""
+        channel = family_channel(ROOM_FAMILY, str(room_id))
+        if room_id in self.members_here or room_id in self.room_subscribers:
+            self._bus.listen(channel)
+        else:
+            self._bus.unlisten(channel)
+
+    async def routed(self, room_id: uuid.UUID) -> None:
+        """Return once other nodes' events for the room reach this node, so a join that
+        reads PostgreSQL afterwards misses nothing they publish later."""
+        await self._bus.listening(family_channel(ROOM_FAMILY, str(room_id)))
 
     def set_status(self, conn: Connection, status: str) -> None:
         assert conn.user_id is not None
@@ -282,20 +322,24 @@ class Hub:
             now = time.monotonic()
             if now >= next_alive:
                 next_alive = now + self.alive_interval
-                with contextlib.suppress(Exception):
-                    await self._bus.publish(
-                        PRESENCE_CHANNEL, _encoder.encode(NodeAlive(node=self.node_id))
-                    )
+                alive = _encoder.encode(NodeAlive(node=self.node_id))
+                try:
+                    await self._bus.publish(PRESENCE_CHANNEL, alive)
+                except Exception:
+                    raise_if_cancelling()
+                    _log.exception("presence publish failed")
                 for user_id, status, rooms in self.directory.expire(time.monotonic()):
                     self._announce_presence(user_id, status, rooms)
             try:
                 async with asyncio.timeout(max(0.0, next_alive - time.monotonic())):
                     data = await self._outbox.get()
             except TimeoutError:
+                raise_if_cancelling()  # a cancel racing the timeout must still stop the loop
                 continue
             try:
                 await self._bus.publish(PRESENCE_CHANNEL, data)
             except Exception:
+                raise_if_cancelling()
                 _log.exception("presence publish failed")
 
     async def _on_presence(self, data: bytes) -> None:
@@ -352,6 +396,7 @@ class Hub:
             and existing is None
         )
         self.room_subscribers[room_id].add(conn)
+        self._room_audience_changed(room_id)
         return subscription, first
 
     def drop_subscription(self, conn: Connection, room_id: uuid.UUID) -> None:
@@ -361,6 +406,7 @@ class Hub:
             return
         self._cancel_gap(subscription)
         _discard(self.room_subscribers, room_id, conn)
+        self._room_audience_changed(room_id)
 
     def unsubscribe(self, conn: Connection, room_id: uuid.UUID) -> bool:
         """Stop delivering the room; return True if it was subscribed."""
@@ -369,6 +415,7 @@ class Hub:
             return False
         self._cancel_gap(subscription)
         _discard(self.room_subscribers, room_id, conn)
+        self._room_audience_changed(room_id)
         assert conn.user_id is not None
         if self.typing.stop((room_id, conn.user_id)):
             self._send_typing(room_id, conn.user_id, active=False)
@@ -471,6 +518,9 @@ class Hub:
                 self._send_typing(room_id, user_id, active=False)
 
     # --- bus delivery ---------------------------------------------------------------------
+
+    async def _on_family_event(self, key: str, data: bytes) -> None:
+        await self._on_room_event(data)
 
     async def _on_room_event(self, data: bytes) -> None:
         event = _room_decoder.decode(data)
