@@ -51,11 +51,15 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
+        services.writer.start()
         # Without Redis this node is the only one, so every live call in the database is a
         # leftover of its previous run; with Redis, only those it hosted (node ids are
         # stable across restarts, and its previous life's call state died with it).
         await services.calls.start_background(only_node=isinstance(bus, RedisBus))
         yield
+        # Requests have finished by now; store what they queued before anything closes
+        # (the pool closes after this), and publish it while the hub still runs.
+        await services.writer.close()
         await services.calls.close()
         await hub.close()
         await bus.close()

@@ -18,6 +18,7 @@ from boltorezka.observability.metrics import Metrics
 from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.rooms.service import RoomService
 from boltorezka.rtc import turn
+from boltorezka.store.writer import MessageWriter
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Services:
     rooms: RoomService
     messages: MessageService
     calls: CallService
+    # Stores every chat send in batches; the application starts it and drains it on close.
+    writer: MessageWriter
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +72,7 @@ class Services:
             sfu_threshold=settings.sfu_threshold,
             ice_servers=ice_servers,
         )
+        writer = MessageWriter(pool)
         return cls(
             settings=settings,
             pool=pool,
@@ -77,10 +81,12 @@ class Services:
             rooms=RoomService(pool),
             messages=MessageService(
                 pool,
+                writer,
                 send_limiter=TokenBucketLimiter(
                     settings.chat_send_burst, settings.chat_send_per_second
                 ),
             ),
             calls=calls,
+            writer=writer,
             embedded_server=embedded_server,
         )

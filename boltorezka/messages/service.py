@@ -1,12 +1,14 @@
 """Posting, history, edits, deletions, search and read markers for room messages.
 
-An acknowledged message is durable: ``post`` returns only after the transaction that
-assigned its seq has committed, and only then is the event published.
+An acknowledged message is durable: ``post`` returns only after the batch transaction
+that assigned its seq has committed (store/writer.py), and only then is the event
+published.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
@@ -14,12 +16,17 @@ import msgspec
 
 from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
+    AppError,
     Forbidden,
     IdempotencyConflict,
+    InternalError,
     InvalidInput,
     MessageDeleted,
     MessageNotFound,
+    NotAMember,
     RateLimited,
+    RoomArchived,
+    RoomNotFound,
 )
 from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
 from boltorezka.ratelimit import TokenBucketLimiter
@@ -33,6 +40,7 @@ from boltorezka.store import audit
 from boltorezka.store import messages as store
 from boltorezka.store import rooms as room_store
 from boltorezka.store.records import Message
+from boltorezka.store.writer import MessageWriter, WriteFailed
 
 
 class PostResult(msgspec.Struct, frozen=True):
@@ -46,6 +54,19 @@ class ReadMarker(msgspec.Struct, rename="camel", kw_only=True):
     unread_count: int
 
 
+# The writer authorizes each send in SQL with the rules of resolve_access, require_member
+# and require_writable (rooms/service.py); each refusal answers with the same error.
+_REFUSALS: dict[str, Callable[[], AppError]] = {
+    "room_not_found": RoomNotFound,
+    "not_a_member": NotAMember,
+    "room_archived": RoomArchived,
+    "invalid_reply": lambda: InvalidInput(
+        "replyTo must be a message in this room", field="replyTo"
+    ),
+    "idempotency_conflict": IdempotencyConflict,
+}
+
+
 def message_event_data(message: Message) -> dict[str, object]:
     return {"roomId": str(message.room_id), "message": msgspec.to_builtins(message)}
 
@@ -54,11 +75,14 @@ class MessageService:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        writer: MessageWriter,
         events: EventPublisher | None = None,
         *,
         send_limiter: TokenBucketLimiter | None = None,
     ) -> None:
         self._pool = pool
+        # Every send goes through the node's one batching writer (store/writer.py).
+        self._writer = writer
         self.events: EventPublisher = events or NullPublisher()
         # One budget per user for every way of sending (REST and WebSocket alike).
         self._send_limiter = send_limiter
@@ -75,45 +99,24 @@ class MessageService:
             wait_ms = self._send_limiter.acquire(f"send:{actor.user_id}")
             if wait_ms:
                 raise RateLimited(wait_ms, "too many messages; slow down")
-        existing = await store.by_client_id(self._pool, actor.user_id, client_msg_id)
-        if existing is not None:
-            # A replay answers only a caller who may still read the room: the same 404/403
-            # as any other room route, never a 200 or 409 that skips the access rules.
-            require_member(await resolve_access(self._pool, actor, room_id))
-            return self._replay(existing, room_id, body)
-        async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    # Lock the room row now (insert_next would lock it anyway): a concurrent
-                    # archive or delete is then seen here instead of being written past.
-                    access = await resolve_access(conn, actor, room_id, for_update=True)
-                    require_member(access)
-                    require_writable(access)
-                    if reply_to is not None and await store.get(conn, room_id, reply_to) is None:
-                        raise InvalidInput(
-                            "replyTo must be a message in this room", field="replyTo"
-                        )
-                    message = await store.insert_next(
-                        conn, room_id, actor.user_id, client_msg_id, body, reply_to
-                    )
-                    # What you wrote yourself is read: it never counts as unread for you.
-                    await room_store.set_read_marker(conn, room_id, actor.user_id, message.seq)
-            except asyncpg.UniqueViolationError:
-                # A concurrent send with the same clientMsgId committed first.
-                winner = await store.by_client_id(conn, actor.user_id, client_msg_id)
-                if winner is None:
-                    raise
-                return self._replay(winner, room_id, body)
+        try:
+            stored = await self._writer.submit(
+                room_id, actor.user_id, client_msg_id, body, reply_to
+            )
+        except WriteFailed as exc:
+            # Retryable, as any failure inside the server: the batch rolled back, and a retry
+            # with the same clientMsgId is answered with the original if it did commit.
+            raise InternalError(str(exc)) from exc
+        if stored.outcome not in ("created", "duplicate"):
+            raise _REFUSALS[stored.outcome]()
+        message = stored.message
+        assert message is not None
+        if stored.outcome == "duplicate":
+            return PostResult(message, False)
         await self.events.publish(
             RoomEvent(room_id=room_id, kind="chat.message", data=message_event_data(message))
         )
         return PostResult(message, True)
-
-    @staticmethod
-    def _replay(existing: Message, room_id: uuid.UUID, body: str) -> PostResult:
-        if existing.room_id != room_id or (existing.deleted_at is None and existing.body != body):
-            raise IdempotencyConflict()
-        return PostResult(existing, False)
 
     async def history(
         self,

@@ -1,11 +1,11 @@
-"""SQL for messages: gapless per-room sequence numbers, idempotent sends, history, search."""
+"""SQL for messages: history pages, edits, soft deletes, search (sends: store/writer.py)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from boltorezka.store import Conn, Executor
+from boltorezka.store import Executor
 from boltorezka.store.records import Message
 
 # Deleted messages keep their row and seq (so history stays gapless) but never their body.
@@ -14,47 +14,6 @@ _COLUMNS = (
     "CASE WHEN m.deleted_at IS NULL THEN m.body ELSE '' END AS body, "
     "m.reply_to, m.created_at, m.edited_at, m.deleted_at"
 )
-
-
-async def by_client_id(conn: Executor, sender_id: uuid.UUID, client_msg_id: str) -> Message | None:
-    row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM messages m WHERE m.sender_id = $1 AND m.client_msg_id = $2",
-        sender_id,
-        client_msg_id,
-    )
-    return None if row is None else Message.from_row(row)
-
-
-async def insert_next(
-    conn: Conn,
-    room_id: uuid.UUID,
-    sender_id: uuid.UUID,
-    client_msg_id: str,
-    body: str,
-    reply_to: uuid.UUID | None,
-) -> Message:
-    """Insert with the room's next seq. Call inside a transaction.
-
-    Bumping ``rooms.last_seq`` row-locks the room until commit, which serialises senders
-    per room; a rollback undoes the bump, so committed seqs never have gaps.
-    """
-    seq = await conn.fetchval(
-        "UPDATE rooms SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1 "
-        "RETURNING last_seq",
-        room_id,
-    )
-    row = await conn.fetchrow(
-        f"INSERT INTO messages AS m (room_id, seq, sender_id, client_msg_id, body, reply_to) "
-        f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
-        room_id,
-        seq,
-        sender_id,
-        client_msg_id,
-        body,
-        reply_to,
-    )
-    message: Message = Message.from_row(row)
-    return message
 
 
 async def get(conn: Executor, room_id: uuid.UUID, message_id: uuid.UUID) -> Message | None:
