@@ -22,6 +22,21 @@ class EmbeddedUnavailable(RuntimeError):
     """No database URL is configured and the embedded PostgreSQL is not installed."""
 
 
+class PooledConnection(asyncpg.Connection):
+    """A pool connection whose release costs no round trip.
+
+    asyncpg's default reset query (close cursors, UNLISTEN, RESET ALL, release advisory
+    locks) runs on every release, a round trip on every request and every batch of chat
+    sends. Nothing here leaves that state behind on a pooled connection: no LISTEN, no
+    session-level SET (search_path comes from the connection's startup settings), cursors
+    only inside transactions, and the migration lock is taken and released explicitly.
+    asyncpg still rolls back a transaction left open, without this query.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns come back as Python objects rather than strings.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -101,6 +116,7 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         server_settings=server_settings,
+        connection_class=PooledConnection,
         command_timeout=30,
     )
     assert pool is not None
