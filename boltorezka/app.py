@@ -63,6 +63,8 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
         await services.calls.close()
         await hub.close()
         await bus.close()
+        if services.redis is not None:
+            await services.redis.aclose()
 
     app.cleanup_ctx.append(realtime_lifecycle)
     return app

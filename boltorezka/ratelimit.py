@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -59,3 +60,21 @@ class TokenBucketLimiter:
             bucket.tokens -= cost
             return 0
         return max(1, math.ceil((cost - bucket.tokens) / self.rate * 1000))
+
+
+class Limiter(Protocol):
+    """A rate limit as the services use it: per node, or shared by every node."""
+
+    async def take(self, key: str, cost: float = 1.0) -> int:
+        """Take ``cost`` tokens for ``key``: 0 if allowed, else milliseconds to wait."""
+        ...
+
+
+class LocalLimiter:
+    """This process's buckets (one node, or no Redis)."""
+
+    def __init__(self, buckets: TokenBucketLimiter) -> None:
+        self.buckets = buckets
+
+    async def take(self, key: str, cost: float = 1.0) -> int:
+        return self.buckets.acquire(key, cost)

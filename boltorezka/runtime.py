@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 
 from boltorezka.auth.service import AuthService
 from boltorezka.auth.tokens import TokenCodec
@@ -15,7 +16,8 @@ from boltorezka.calls.service import CallService
 from boltorezka.config import Settings
 from boltorezka.messages.service import MessageService
 from boltorezka.observability.metrics import Metrics
-from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.ratelimit import Limiter, TokenBucketLimiter
+from boltorezka.ratelimit_shared import limiter
 from boltorezka.rooms.service import RoomService
 from boltorezka.rtc import turn
 from boltorezka.store.writer import MessageWriter
@@ -30,22 +32,47 @@ class Services:
     rooms: RoomService
     messages: MessageService
     calls: CallService
+    # WebSocket connects per client address (the gateway's), shared like the others.
+    connect_limiter: Limiter
     # Stores every chat send in batches; the application starts it and drains it on close.
     writer: MessageWriter
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
+    # The Redis the shared rate limits live in (None: each process keeps its own).
+    redis: aioredis.Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, pool: asyncpg.Pool, embedded_server: Any = None) -> Services:
+    def build(
+        cls,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        embedded_server: Any = None,
+        *,
+        redis_prefix: str = "boltorezka:",
+    ) -> Services:
         metrics = Metrics()
+        # Login, sign-up, connect and send budgets hold across nodes when they share Redis.
+        redis = (
+            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
+            if settings.redis_url
+            else None
+        )
+
+        def shared(name: str, buckets: TokenBucketLimiter) -> Limiter:
+            return limiter(buckets, name, redis, redis_prefix)
+
         codec = TokenCodec(settings.signing_keys, settings.access_token_ttl)
         auth = AuthService(
             pool,
             codec,
             refresh_ttl_seconds=settings.refresh_token_ttl,
-            login_limiter=TokenBucketLimiter.per_minute(settings.login_rate_per_minute),
-            register_limiter=TokenBucketLimiter.per_minute(settings.register_rate_per_minute),
+            login_limiter=shared(
+                "login", TokenBucketLimiter.per_minute(settings.login_rate_per_minute)
+            ),
+            register_limiter=shared(
+                "register", TokenBucketLimiter.per_minute(settings.register_rate_per_minute)
+            ),
             metrics=metrics,
         )
 
@@ -82,11 +109,16 @@ class Services:
             messages=MessageService(
                 pool,
                 writer,
-                send_limiter=TokenBucketLimiter(
-                    settings.chat_send_burst, settings.chat_send_per_second
+                send_limiter=shared(
+                    "send",
+                    TokenBucketLimiter(settings.chat_send_burst, settings.chat_send_per_second),
                 ),
             ),
             calls=calls,
+            connect_limiter=shared(
+                "connect", TokenBucketLimiter.per_minute(settings.ws_connect_rate_per_minute)
+            ),
             writer=writer,
+            redis=redis,
             embedded_server=embedded_server,
         )

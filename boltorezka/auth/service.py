@@ -22,7 +22,7 @@ from boltorezka.errors import (
     UsernameTaken,
 )
 from boltorezka.observability.metrics import Metrics
-from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.ratelimit import Limiter
 from boltorezka.store import Conn, audit, sessions, users
 from boltorezka.store.records import DeviceSession, User
 
@@ -44,8 +44,8 @@ class AuthService:
         codec: TokenCodec,
         *,
         refresh_ttl_seconds: int,
-        login_limiter: TokenBucketLimiter,
-        register_limiter: TokenBucketLimiter,
+        login_limiter: Limiter,
+        register_limiter: Limiter,
         metrics: Metrics,
     ) -> None:
         self._pool = pool
@@ -65,7 +65,7 @@ class AuthService:
         device_name: str,
         info: RequestInfo,
     ) -> TokenPair:
-        self._limit(self._register_limiter, f"ip:{info.ip}")
+        await self._limit(self._register_limiter, f"ip:{info.ip}")
         password_hash = await passwords.hash_password(password)
         async with self._pool.acquire() as conn, conn.transaction():
             user = await users.create(conn, username, display_name or username, password_hash)
@@ -84,8 +84,8 @@ class AuthService:
     ) -> TokenPair:
         # Two buckets: one per client address, one per account, so neither a single host
         # nor a botnet aimed at one account gets unlimited guesses.
-        self._limit(self._login_limiter, f"ip:{info.ip}")
-        self._limit(self._login_limiter, f"user:{username.lower()}")
+        await self._limit(self._login_limiter, f"ip:{info.ip}")
+        await self._limit(self._login_limiter, f"user:{username.lower()}")
         found = await users.credentials(self._pool, username)
         ok = await passwords.verify_password(found[1] if found else None, password)
         if found is None or not ok:
@@ -235,7 +235,7 @@ class AuthService:
         return datetime.now(UTC) + self._refresh_ttl
 
     @staticmethod
-    def _limit(limiter: TokenBucketLimiter, key: str) -> None:
-        wait_ms = limiter.acquire(key)
+    async def _limit(limiter: Limiter, key: str) -> None:
+        wait_ms = await limiter.take(key)
         if wait_ms:
             raise RateLimited(wait_ms)

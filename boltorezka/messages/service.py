@@ -29,7 +29,7 @@ from boltorezka.errors import (
     RoomNotFound,
 )
 from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
-from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.ratelimit import Limiter
 from boltorezka.rooms.service import (
     ROLE_RANK,
     require_member,
@@ -78,7 +78,7 @@ class MessageService:
         writer: MessageWriter,
         events: EventPublisher | None = None,
         *,
-        send_limiter: TokenBucketLimiter | None = None,
+        send_limiter: Limiter | None = None,
     ) -> None:
         self._pool = pool
         # Every send goes through the node's one batching writer (store/writer.py).
@@ -96,7 +96,7 @@ class MessageService:
         reply_to: uuid.UUID | None,
     ) -> PostResult:
         if self._send_limiter is not None:
-            wait_ms = self._send_limiter.acquire(f"send:{actor.user_id}")
+            wait_ms = await self._send_limiter.take(f"send:{actor.user_id}")
             if wait_ms:
                 raise RateLimited(wait_ms, "too many messages; slow down")
         try:

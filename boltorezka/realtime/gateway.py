@@ -20,7 +20,6 @@ from boltorezka.errors import (
     Unavailable,
     UpgradeRequired,
 )
-from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.connection import Connection
@@ -58,9 +57,7 @@ class Gateway:
         self.hub = hub
         self.handlers = RequestHandlers(services, hub)
         self.node_id = hub.node_id
-        self._connect_limiter = TokenBucketLimiter.per_minute(
-            self.settings.ws_connect_rate_per_minute
-        )
+        self._connect_limiter = services.connect_limiter
         self.draining = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -87,7 +84,7 @@ class Gateway:
         if self.draining:
             raise Unavailable("this node is draining; reconnect to another one")
         self._check_origin(request)
-        wait_ms = self._connect_limiter.acquire(f"ip:{client_ip(request)}")
+        wait_ms = await self._connect_limiter.take(f"ip:{client_ip(request)}")
         if wait_ms:
             raise RateLimited(wait_ms, "too many WebSocket connections from this address")
 
