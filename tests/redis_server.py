@@ -6,10 +6,12 @@ Tests that break Redis never touch the machine's shared one.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -17,6 +19,16 @@ from tests.helpers import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
 PATIENCE = 30.0
+
+
+def require_program(path: str | None, name: str) -> str:
+    """The program's path; without it the test is skipped, or fails on CI, where .ci/run
+    installs it."""
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    return path
 
 
 class PrivateRedis:

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from boltorezka_client import BoltorezkaClient
 
 from tests.conftest import ROOT
 from tests.helpers import cli_env, free_port, url_with_search_path
-from tests.redis_server import REDIS_SERVER, PrivateRedis
+from tests.redis_server import PrivateRedis, require_program
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
@@ -163,24 +163,10 @@ class Cluster:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if REDIS_SERVER is None or HAPROXY is None:
-        missing = "redis-server" if REDIS_SERVER is None else "haproxy"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing} is not installed")
-        pytest.skip(f"{missing} is not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 async def cluster(
     test_db: TestDatabase, private_redis: PrivateRedis, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
+    require_program(HAPROXY, "haproxy")
     await private_redis.wait_up()
     data_dir = Path(tempfile.mkdtemp(prefix="bz-cluster-"))
     nodes = []

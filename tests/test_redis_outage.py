@@ -12,9 +12,7 @@ The test runs a Redis of its own on its own port; the machine's shared one is no
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -29,23 +27,9 @@ from boltorezka.config import Settings
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.runtime import Services
 from tests.helpers import add_member, app_of, create_room, register
-from tests.redis_server import REDIS_SERVER, PrivateRedis
+from tests.redis_server import PrivateRedis
 
 PATIENCE = 30.0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if REDIS_SERVER is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
