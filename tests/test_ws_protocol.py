@@ -597,3 +597,17 @@ async def test_ping_is_acked_with_echoed_ts_and_server_time(
         bare = await c.request("ping")
         assert bare.get("ts") is None
         assert isinstance(bare["serverTime"], int)
+
+
+async def test_json_nested_thousands_deep_is_nacked_and_the_socket_stays_usable(
+    client: TestClient[Any, Any], ws_url: str
+) -> None:
+    user = await register(client)
+    async with raw_socket(ws_url, user.access_token) as raw:
+        nested = "[" * 5000 + "]" * 5000
+        for kind in ("chat.send", "ping"):
+            await raw.ws.send(f'{{"v":1,"type":"{kind}","requestId":"deep","payload":{nested}}}')
+            answer = await raw.answer()
+            assert answer["type"] == "nack", answer
+            assert answer["payload"]["code"] == "malformed_json"
+            await raw.ping_ok()

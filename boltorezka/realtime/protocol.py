@@ -153,6 +153,7 @@ MAX_SAFE_INTEGER: Final = 2**53 - 1
 # never renamed; `message` is for humans and may change at any time.
 FRAME_TOO_LARGE: Final = "frame_too_large"
 MALFORMED_JSON: Final = "malformed_json"
+_TOO_DEEP = "frame nests too deeply"
 UNSUPPORTED_VERSION: Final = "unsupported_version"
 UNKNOWN_TYPE: Final = "unknown_type"
 MISSING_REQUEST_ID: Final = "missing_request_id"
@@ -1050,6 +1051,15 @@ def decode_client(frame: str | bytes, *, max_frame_bytes: int) -> ClientMessage:
     header first, at the cost of one parse instead of two.
     """
     data = _frame_bytes(frame, max_frame_bytes)
+    try:
+        return _decode_client(data)
+    except RecursionError:
+        # Decoding recurses per nesting level of the JSON it materialises (the `Any`
+        # fields): a frame of a few KB nested thousands deep is a typed refusal, not a crash.
+        raise ProtocolError(MALFORMED_JSON, _TOO_DEEP) from None
+
+
+def _decode_client(data: bytes) -> ClientMessage:
     try:
         msg = _client_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
