@@ -47,6 +47,17 @@ class ServerProcess:
         except aiohttp.ClientConnectionError:
             return None
 
+    async def exit_code(self) -> int:
+        """The code the server exits with, waiting for it (within the test's patience)."""
+        async with asyncio.timeout(PATIENCE):
+            return await self.proc.wait()
+
+    async def kill(self) -> None:
+        """Whatever the test did, leave no server behind."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
     async def wait_status(self, http: aiohttp.ClientSession, status: int) -> None:
         async with asyncio.timeout(PATIENCE):
             while await self.readiness(http) != status:
@@ -127,15 +138,12 @@ async def test_sigterm_turns_not_ready_before_it_stops_accepting(
             async with asyncio.timeout(PATIENCE):
                 while 1012 not in connected.close_codes:
                     await asyncio.sleep(0.05)
-        async with asyncio.timeout(PATIENCE):
-            assert await server.proc.wait() == 0
+        assert await server.exit_code() == 0
     except BaseException:
         print(server.log.read_text(errors="replace")[-5000:])
         raise
     finally:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
+        await server.kill()
 
 
 async def test_a_node_keeps_its_id_across_restarts(
@@ -150,10 +158,7 @@ async def test_a_node_keeps_its_id_across_restarts(
             await server.wait_status(http, 200)
             ids.append(await _node_id(server))
             server.proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(PATIENCE):
-                assert await server.proc.wait() == 0
+            assert await server.exit_code() == 0
         finally:
-            if server.proc.returncode is None:
-                server.proc.kill()
-                await server.proc.wait()
+            await server.kill()
     assert ids[0] == ids[1] == f"{socket.gethostname()}:{port}"

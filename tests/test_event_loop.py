@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import cli_env, run_cli
-from tests.test_drain import PATIENCE, _start
+from tests.test_drain import _start
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase
@@ -40,12 +39,9 @@ async def test_the_event_loop_follows_the_setting(
                 assert response.status == 200
         assert _listening(server.log)["event_loop"] == expected
         server.proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(PATIENCE):
-            assert await server.proc.wait() == 0
+        assert await server.exit_code() == 0
     finally:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
+        await server.kill()
 
 
 async def test_an_unknown_event_loop_is_a_configuration_error() -> None:
