@@ -11,7 +11,6 @@ from boltorezka.api import auth, health, messages, rooms, turn, users
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
 from boltorezka.bus import Bus, MemoryBus
-from boltorezka.bus.redis import RedisBus
 from boltorezka.config import Settings
 from boltorezka.realtime.call_cluster import BusCallCluster
 from boltorezka.realtime.gateway import Gateway, attach
@@ -52,10 +51,9 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
         await bus.start()
         await hub.start()
         services.writer.start()
-        # Without Redis this node is the only one, so every live call in the database is a
-        # leftover of its previous run; with Redis, only those it hosted (node ids are
-        # stable across restarts, and its previous life's call state died with it).
-        await services.calls.start_background(only_node=isinstance(bus, RedisBus))
+        # Calls a previous run of this node held (node ids survive restarts), or that a
+        # draining node gave up, carry on here; participants rejoin within the grace.
+        await services.calls.start_background()
         yield
         # Requests have finished by now; store what they queued before anything closes
         # (the pool closes after this), and publish it while the hub still runs.

@@ -4,6 +4,13 @@ Live calls are held by the node that hosts them (one node needs no Redis); every
 change is written to PostgreSQL and announced to the room as ``call.state``. Offers,
 answers and ICE candidates are relayed only between participants of the same call, by
 participant id; the sender is identified by its connection, never by what it claims.
+
+A call outlives its host. PostgreSQL keeps what another node needs to carry it on (state,
+mode, participants and where their connections are); a host that drains gives its calls
+up, and any node takes over a call whose host gave it up or stopped answering. The
+participants whose connections were on the old host get the grace period to rejoin from a
+new connection, keep their participant ids, and renegotiate (ICE restart); everyone else
+notices nothing but a ``call.state`` with reason ``host_changed``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import structlog
 from boltorezka.calls.state import (
     Call,
     CallMode,
+    CallState,
     InvalidTransition,
     NotInCall,
     Participant,
@@ -30,8 +38,12 @@ from boltorezka.errors import AppError, Conflict, NotFound
 from boltorezka.observability.metrics import Metrics
 from boltorezka.rooms.service import ROLE_RANK, require_member, resolve_access
 from boltorezka.store import calls as store
+from boltorezka.store import rooms as room_store
 
 _log = structlog.get_logger("boltorezka.calls")
+# Orphaned calls are looked for every this many sweeps (a quarter second each): one
+# indexed query per node per second, and a takeover well within the grace period.
+_TAKEOVER_EVERY_TICKS = 4
 
 
 class CallNotFound(NotFound):
@@ -62,6 +74,15 @@ class CallCluster(Protocol):
     """How a node reaches the node that holds a call (the realtime plane implements it)."""
 
     def is_alive(self, node: str) -> bool: ...
+
+    def alive_nodes(self) -> list[str]:
+        """Every node heard from lately, this one included."""
+        ...
+
+    def knows_liveness(self) -> bool:
+        """Whether this node has listened long enough to tell a silent node from one it
+        has not heard from yet (until then, no call is taken from another node)."""
+        ...
 
     async def forward(self, node: str, op: str, args: dict[str, Any]) -> Any:
         """Run ``op`` on ``node``; return its result or raise the AppError it raised."""
@@ -122,19 +143,34 @@ class CallService:
         self.cluster: CallCluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start_background(self, *, only_node: bool) -> None:
-        """Start the sweeper, after ending the calls a previous run of this node left live:
-        with ``only_node``, those it hosted (other nodes hold theirs), else all of them."""
-        ended = await store.end_orphaned(self._pool, self.node_id if only_node else None)
-        if ended:
-            _log.info("ended calls left live by a previous run", count=ended)
+    async def start_background(self) -> None:
+        """Take over the calls that need a host (those a previous run of this node held
+        among them: node ids survive restarts), then keep sweeping timeouts and orphans."""
+        await self._take_over_orphans()
         self._sweeper = asyncio.create_task(self._sweep(), name="call-sweeper")
 
     async def close(self) -> None:
+        """Stop sweeping and give up the calls held here, for another node to carry on.
+
+        Runs after the node's sockets closed, so every participant connected here is
+        already waiting out its grace period."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        if self.node_id is None or not self.calls:
+            return
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                released = await store.release_hosted(conn, self.node_id)
+        except Exception:
+            # Another node takes the calls over anyway once this one stops answering.
+            _log.exception("could not hand calls over on close")
+            return
+        self.calls.clear()
+        self._auto.clear()
+        self._locks.clear()
+        _log.info("calls handed over for another node to take", count=released)
 
     # --- lifecycle requests ---------------------------------------------------------------
 
@@ -148,23 +184,40 @@ class CallService:
         call, participant = Call.start(
             room_id, chosen, actor.user_id, connection_id, time.monotonic()
         )
-        for attempt in range(2):
+        # Held in memory before the row exists, so a request that finds the row with this
+        # node as host never mistakes the call for one a previous run left behind.
+        self.calls[call.id] = call
+        try:
             async with self._pool.acquire() as conn, conn.transaction():
                 created = await store.create(
-                    conn, call.id, room_id, chosen.value, actor.user_id, self.node_id
+                    conn,
+                    call.id,
+                    room_id,
+                    chosen.value,
+                    actor.user_id,
+                    self.node_id,
+                    auto_mode=mode == "auto",
                 )
                 if created:
                     await store.add_participant(
-                        conn, participant.id, call.id, actor.user_id, actor.session_id
+                        conn,
+                        participant.id,
+                        call.id,
+                        actor.user_id,
+                        actor.session_id,
+                        connection_id,
+                        self.node_id,
                     )
-            if created:
-                break
+        except BaseException:
+            self.calls.pop(call.id, None)
+            raise
+        if not created:
+            self.calls.pop(call.id, None)
             live_id = await store.live_call_id(self._pool, room_id)
-            # A live call whose node is gone can never end by itself: end it, then retry.
-            if attempt == 0 and live_id is not None and await self._end_if_host_lost(live_id):
-                continue
+            if live_id is not None:
+                # A live call whose host is gone gets a new one, so joining it works.
+                await self._remote_host(live_id, forwarded=False)
             raise CallAlreadyLive(call_id=str(live_id))
-        self.calls[call.id] = call
         if mode == "auto":
             self._auto.add(call.id)
         self._metrics.call_events.labels("start").inc()
@@ -172,11 +225,18 @@ class CallService:
         return self._joined_result(call, participant)
 
     async def join(
-        self, actor: Actor, connection_id: str, call_id: uuid.UUID, *, forwarded: bool = False
+        self,
+        actor: Actor,
+        connection_id: str,
+        call_id: uuid.UUID,
+        *,
+        forwarded: bool = False,
+        connection_node: str | None = None,
     ) -> dict[str, Any]:
         if (host := await self._remote_host(call_id, forwarded)) is not None:
             return await self._forward(host, "join", actor, connection_id, call_id)  # type: ignore[no-any-return]
         call = await self._call_for_member(actor, call_id)
+        node = connection_node or self.node_id
         async with self._lock_of(call.id):
             before = call.state
             participant, is_new = call.join(actor.user_id, connection_id, time.monotonic())
@@ -184,8 +244,16 @@ class CallService:
             async with self._pool.acquire() as conn, conn.transaction():
                 if is_new:
                     await store.add_participant(
-                        conn, participant.id, call.id, actor.user_id, actor.session_id
+                        conn,
+                        participant.id,
+                        call.id,
+                        actor.user_id,
+                        actor.session_id,
+                        connection_id,
+                        node,
                     )
+                else:
+                    await store.set_connections(conn, [(participant.id, connection_id, node)])
                 if call.state is not before:
                     await store.set_state(conn, call.id, call.state.value)
                 if upgraded:
@@ -233,12 +301,21 @@ class CallService:
     async def local_connection_closed(self, connection_id: str) -> None:
         """Start the grace period for this connection's participants in calls held here."""
         # Only memory changes here, with no await in between: nothing can interleave.
-        changed = [
-            call
-            for call in list(self.calls.values())
-            if call.disconnected(connection_id, time.monotonic()) is not None
-        ]
-        for call in changed:
+        now = time.monotonic()
+        changed: list[tuple[Call, Participant]] = []
+        for call in list(self.calls.values()):
+            participant = call.disconnected(connection_id, now)
+            if participant is not None:
+                changed.append((call, participant))
+        if not changed:
+            return
+        try:
+            await store.set_connections(self._pool, [(p.id, None, None) for _, p in changed])
+        except Exception:
+            # Memory is what the host acts on; a node taking the call over later judges a
+            # stale connection by its node's liveness instead.
+            _log.exception("could not record a participant's lost connection")
+        for call, _ in changed:
             await self._announce(call, "participant_disconnected")
 
     # --- signaling relay ------------------------------------------------------------------
@@ -268,6 +345,12 @@ class CallService:
             return
         call = self._live_call(call_id)
         sender = call.require_participant(connection_id)
+        # Membership is checked on every request, signaling included: whoever was removed
+        # from the room, left it or saw it deleted stays a participant until its connection
+        # goes, but may not reach the others (or the SFU) any more.
+        found = await room_store.get_with_role(self._pool, call.room_id, sender.user_id)
+        if found is None or found[1] is None:
+            raise NotInCall("you are no longer a member of this call's room")
         outgoing = {**payload, "callId": str(call.id), "from": str(sender.id)}
         if to is None:
             if call.mode is not CallMode.SFU:
@@ -333,45 +416,92 @@ class CallService:
     # --- routing between nodes ------------------------------------------------------------
 
     async def _remote_host(self, call_id: uuid.UUID, forwarded: bool) -> str | None:
-        """The node to forward a request to, or None to handle it here."""
+        """The node to forward a request to, or None to handle it here (taking the call
+        over first if its host gave it up or is gone)."""
         if forwarded or call_id in self.calls or self.cluster is None:
             return None
-        found = await store.live_call(self._pool, call_id)
-        if found is None or found[1] is None or found[1] == self.node_id:
-            return None  # handled here: the request ends in call_not_found
-        if await self._end_if_host_lost(call_id, found):
-            raise CallNotFound("the node holding this call is gone; the call has ended")
-        return found[1]
-
-    async def _end_if_host_lost(
-        self, call_id: uuid.UUID, found: tuple[uuid.UUID, str | None] | None = None
-    ) -> bool:
-        """End a live call held by a node that stopped answering; True if it did."""
-        if found is None:
+        for _ in range(2):
             found = await store.live_call(self._pool, call_id)
-        if found is None:
-            return False
-        room_id, host = found
-        if host is None or call_id in self.calls:
-            return False
-        if host != self.node_id and (self.cluster is None or self.cluster.is_alive(host)):
-            return False
+            if found is None:
+                return None  # handled here: the request ends in call_not_found
+            host = found[1]
+            if host is not None and host != self.node_id and self.cluster.is_alive(host):
+                return host
+            if host is not None and host != self.node_id and not self.cluster.knows_liveness():
+                return host  # maybe alive, not heard yet: the forward times out if not
+            if await self._adopt(call_id, host) is not None:
+                return None
+            # Another node took it over first: look again, and forward to that node.
+        return None
+
+    async def _take_over_orphans(self) -> None:
+        """Take over every live call whose host gave it up or stopped answering, and drop
+        those another node took from this one (it judged this node gone: a partition)."""
+        if self.cluster is None or self.node_id is None:
+            return
+        if self.calls:
+            for call_id in await store.held_elsewhere(self._pool, list(self.calls), self.node_id):
+                call = self.calls.get(call_id)
+                if call is not None and call.live:
+                    _log.warning("another node holds this call now", call_id=str(call_id))
+                    self._forget(call)
+        alive = self.cluster.alive_nodes() if self.cluster.knows_liveness() else None
+        if alive is None:
+            # Too early to call another node dead: only the calls given up, or held by
+            # this node's previous run.
+            candidates = await store.orphaned(self._pool, [])
+            candidates = [(c, h) for c, h in candidates if h is None or h == self.node_id]
+        else:
+            candidates = await store.orphaned(self._pool, [n for n in alive if n != self.node_id])
+        for call_id, host in candidates:
+            if call_id not in self.calls:
+                await self._adopt(call_id, host)
+
+    async def _adopt(self, call_id: uuid.UUID, expected_host: str | None) -> Call | None:
+        """Become the host of a call ``expected_host`` held; None if another node won."""
+        assert self.node_id is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            ended = await store.end(conn, call_id, "host_lost")
-        if ended and self.signals is not None:
-            await self.signals.room_broadcast(
-                room_id,
-                "call.state",
-                {
-                    "callId": str(call_id),
-                    "roomId": str(room_id),
-                    "state": "ended",
-                    "mode": "p2p",
-                    "participants": [],
-                    "reason": "host_lost",
-                },
+            stored = await store.adopt(conn, call_id, expected_host, self.node_id)
+            if stored is None:
+                return None
+            now = time.monotonic()
+            call = Call(
+                id=call_id,
+                room_id=stored.room_id,
+                mode=CallMode(stored.mode),
+                started_by=stored.started_by or uuid.UUID(int=0),
+                created_at=now - stored.age_seconds,
+                state=CallState(stored.state),
+                joined_users=set(stored.joined_users),
             )
-        return ended
+            lost: list[tuple[uuid.UUID, str | None, str | None]] = []
+            for row in stored.participants:
+                # A connection survives the change of host if its node is alive and is
+                # not the old host (whose connections closed or died with it).
+                keep = (
+                    row.connection_id is not None
+                    and row.connection_node is not None
+                    and row.connection_node != expected_host
+                    and self.cluster is not None
+                    and self.cluster.is_alive(row.connection_node)
+                )
+                call.participants[row.id] = Participant(
+                    id=row.id,
+                    user_id=row.user_id,
+                    connection_id=row.connection_id if keep else None,
+                    joined_at=now - row.age_seconds,
+                    disconnected_at=None if keep else now,
+                )
+                if not keep and row.connection_id is not None:
+                    lost.append((row.id, None, None))
+            await store.set_connections(conn, lost)
+            self.calls[call_id] = call
+            if stored.auto_mode:
+                self._auto.add(call_id)
+        self._metrics.call_events.labels("takeover").inc()
+        _log.info("took a call over", call_id=str(call_id), previous_host=expected_host)
+        await self._announce(call, "host_changed")
+        return call
 
     async def _forward(
         self,
@@ -383,7 +513,12 @@ class CallService:
         **extra: Any,
     ) -> Any:
         assert self.cluster is not None
-        args: dict[str, Any] = {"connectionId": connection_id, "callId": str(call_id), **extra}
+        args: dict[str, Any] = {
+            "connectionId": connection_id,
+            "callId": str(call_id),
+            "node": self.node_id,
+            **extra,
+        }
         if actor is not None:
             args["userId"], args["sessionId"] = str(actor.user_id), str(actor.session_id)
         return await self.cluster.forward(host, op, args)
@@ -397,8 +532,17 @@ class CallService:
             if "userId" in args
             else None
         )
-        if op in ("join", "leave", "end") and actor is not None:
-            method = {"join": self.join, "leave": self.leave, "end": self.end}[op]
+        if op == "join" and actor is not None:
+            node = args.get("node")
+            return await self.join(
+                actor,
+                connection_id,
+                call_id,
+                forwarded=True,
+                connection_node=str(node) if node else None,
+            )
+        if op in ("leave", "end") and actor is not None:
+            method = {"leave": self.leave, "end": self.end}[op]
             return await method(actor, connection_id, call_id, forwarded=True)
         if op == "relay":
             to = uuid.UUID(args["to"]) if args.get("to") else None
@@ -479,10 +623,14 @@ class CallService:
                 await self.sfu.participant_left(call.id, participant.id)
 
     async def _sweep(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(0.25)
+            ticks += 1
             try:
                 await self._expire_once()
+                if ticks % _TAKEOVER_EVERY_TICKS == 0:
+                    await self._take_over_orphans()
             except Exception:
                 _log.exception("call sweep failed")
 

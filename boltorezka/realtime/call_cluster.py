@@ -88,11 +88,28 @@ class BusCallCluster:
         self._handler = handler
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._listening_since = time.monotonic()
         bus.subscribe(channel_of(node_id), self._on_message)
+        bus.on_recovered(self._routing_recovered)
         bus.subscribe(CONNECTIONS_CHANNEL, self._on_connection_gone)
 
     def is_alive(self, node: str) -> bool:
         return node == self.node_id or self._directory.is_alive(node, time.monotonic())
+
+    def alive_nodes(self) -> list[str]:
+        alive = self._directory.alive_nodes(time.monotonic())
+        return alive if self.node_id in alive else [self.node_id, *alive]
+
+    def knows_liveness(self) -> bool:
+        # Every live node reports within the TTL: after one TTL of listening, a node not
+        # heard from is silent, not merely not heard yet. While the bus is down nobody is
+        # heard, so silence says nothing; after it recovers, the clock starts again.
+        if self._bus.routing_problem() is not None:
+            return False
+        return time.monotonic() - self._listening_since >= self._directory.node_ttl
+
+    def _routing_recovered(self) -> None:
+        self._listening_since = time.monotonic()
 
     async def forward(self, node: str, op: str, args: dict[str, Any]) -> Any:
         request_id = uuid.uuid4().hex

@@ -120,6 +120,10 @@ class PresenceDirectory:
         seen = self._seen.get(node)
         return seen is not None and now - seen <= self.node_ttl
 
+    def alive_nodes(self, now: float) -> list[str]:
+        """Every node heard from within the TTL."""
+        return [node for node, seen in self._seen.items() if now - seen <= self.node_ttl]
+
     def report(
         self, node: str, user_id: uuid.UUID, status: str, rooms: Iterable[uuid.UUID], now: float
     ) -> str | None:
