@@ -15,6 +15,7 @@ from boltorezka.config import Settings
 from boltorezka.realtime.call_cluster import BusCallCluster
 from boltorezka.realtime.gateway import Gateway, attach
 from boltorezka.realtime.hub import Hub
+from boltorezka.realtime.session_audit import SessionAudit
 from boltorezka.rtc.sfu_link import SfuBusLink
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
@@ -37,6 +38,9 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     bus = bus or MemoryBus()
     hub = Hub(bus, services.pool, services.metrics, node_id=services.settings.node_id or None)
     gateway = Gateway(services, hub)
+    session_audit = SessionAudit(
+        hub, services.pool, interval_seconds=services.settings.ws_session_recheck_seconds
+    )
     services.rooms.events = hub
     services.messages.events = hub
     services.auth.session_listener = hub.session_revoked
@@ -50,6 +54,7 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
+        session_audit.start()
         services.writer.start()
         # Calls a previous run of this node held (node ids survive restarts), or that a
         # draining node gave up, carry on here; participants rejoin within the grace.
@@ -59,6 +64,7 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
         # (the pool closes after this), and publish it while the hub still runs.
         await services.writer.close()
         await services.calls.close()
+        await session_audit.close()
         await hub.close()
         await bus.close()
         if services.redis is not None:

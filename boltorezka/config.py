@@ -59,6 +59,9 @@ class Settings:
     secret_generated: bool = False
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
+    # How long the refresh token rotated last may be presented again (a retry, or tabs
+    # racing) and get the same new pair instead of revoking the session; 0: never.
+    refresh_reuse_grace_seconds: int = 20
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -78,6 +81,8 @@ class Settings:
     drain_prestop_seconds: float = 0.0
     ws_close_timeout_seconds: float = 5.0
     ws_send_buffer_bytes: int = 0
+    # How often the node checks the sessions of its open sockets are still live; 0: never.
+    ws_session_recheck_seconds: float = 30.0
     chat_send_burst: int = 20
     chat_send_per_second: float = 5.0
     typing_burst: int = 5
@@ -144,6 +149,9 @@ class Settings:
             refresh_token_ttl=_int(
                 get, "REFRESH_TOKEN_TTL", defaults.refresh_token_ttl, 300, 365 * 86400
             ),
+            refresh_reuse_grace_seconds=_int(
+                get, "REFRESH_REUSE_GRACE_SECONDS", defaults.refresh_reuse_grace_seconds, 0, 300
+            ),
             max_body_bytes=_int(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 16 << 20),
             db_pool_min=_int(get, "DB_POOL_MIN", defaults.db_pool_min, 0, 1000),
             db_pool_max=_int(get, "DB_POOL_MAX", defaults.db_pool_max, 1, 1000),
@@ -167,6 +175,9 @@ class Settings:
             drain_prestop_seconds=_float(get, "DRAIN_PRESTOP_SECONDS", 0.0, 0, 600),
             ws_close_timeout_seconds=_float(get, "WS_CLOSE_TIMEOUT_SECONDS", 5.0, 0.1, 600),
             ws_send_buffer_bytes=_int(get, "WS_SEND_BUFFER_BYTES", 0, 0, 64 << 20),
+            ws_session_recheck_seconds=_float(
+                get, "WS_SESSION_RECHECK_SECONDS", defaults.ws_session_recheck_seconds, 0, 86400
+            ),
             chat_send_burst=_int(get, "CHAT_SEND_BURST", 20, 1, 1_000_000),
             chat_send_per_second=_float(get, "CHAT_SEND_PER_SECOND", 5.0, 0.001, 1_000_000),
             typing_burst=_int(get, "TYPING_BURST", 5, 1, 1_000_000),

@@ -67,6 +67,7 @@ class Services:
             pool,
             codec,
             refresh_ttl_seconds=settings.refresh_token_ttl,
+            refresh_reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
             login_limiter=shared(
                 "login", TokenBucketLimiter.per_minute(settings.login_rate_per_minute)
             ),

@@ -7,6 +7,8 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -147,7 +149,18 @@ async def test_password_is_stored_only_as_an_argon2id_hash(
 # --- Refresh-token rotation and reuse detection -------------------------------------------
 
 
-async def test_refresh_rotates_the_refresh_token(client: Client) -> None:
+@asynccontextmanager
+async def without_reuse_grace(services: Services) -> AsyncIterator[Client]:
+    """A node on which a rotated refresh token is spent at once (no retry grace window;
+    the window itself is tested in tests/test_auth_hardening.py)."""
+    strict = await make_client(services, refresh_reuse_grace_seconds=0)
+    try:
+        yield strict
+    finally:
+        await strict.close()
+
+
+async def test_refresh_rotates_the_refresh_token(client: Client, services: Services) -> None:
     alice = await register(client)
     response = await refresh(client, alice.refresh_token)
     assert response.status == 200, await response.text()
@@ -156,8 +169,9 @@ async def test_refresh_rotates_the_refresh_token(client: Client) -> None:
     assert rotated["sessionId"] == alice.session_id, "refresh stays on the same device session"
     assert (await me_status(client, rotated["accessToken"]))[0] == 200
     # The old refresh token is spent.
-    again = await refresh(client, alice.refresh_token)
-    assert again.status == 401
+    async with without_reuse_grace(services) as strict:
+        again = await refresh(strict, alice.refresh_token)
+        assert again.status == 401
 
 
 async def test_reused_refresh_token_revokes_the_device_session(client: Client) -> None:
@@ -181,24 +195,29 @@ async def test_reused_refresh_token_revokes_the_device_session(client: Client) -
     }
 
 
-async def test_reuse_revokes_only_that_device_session(client: Client) -> None:
+async def test_reuse_revokes_only_that_device_session(client: Client, services: Services) -> None:
     alice = await register(client, "alice")
     other_device = await login(client, "alice")
     await refresh(client, alice.refresh_token)
-    await expect_problem(await refresh(client, alice.refresh_token), 401, "refresh_token_reused")
+    async with without_reuse_grace(services) as strict:
+        reused = await refresh(strict, alice.refresh_token)
+        await expect_problem(reused, 401, "refresh_token_reused")
     assert (await me_status(client, other_device["accessToken"]))[0] == 200
 
 
-async def test_concurrent_refresh_with_one_token_succeeds_once(client: Client) -> None:
-    alice = await register(client)
-    responses = await asyncio.gather(*(refresh(client, alice.refresh_token) for _ in range(2)))
-    statuses = sorted(r.status for r in responses)
-    assert statuses == [200, 401], statuses
-    loser = next(r for r in responses if r.status == 401)
-    assert (await loser.json(content_type=None))["code"] in {
-        "refresh_token_reused",
-        "invalid_refresh_token",
-    }
+async def test_concurrent_refresh_with_one_token_succeeds_once_without_grace(
+    services: Services,
+) -> None:
+    async with without_reuse_grace(services) as strict:
+        alice = await register(strict)
+        responses = await asyncio.gather(*(refresh(strict, alice.refresh_token) for _ in range(2)))
+        statuses = sorted(r.status for r in responses)
+        assert statuses == [200, 401], statuses
+        loser = next(r for r in responses if r.status == 401)
+        assert (await loser.json(content_type=None))["code"] in {
+            "refresh_token_reused",
+            "invalid_refresh_token",
+        }
 
 
 async def test_unknown_refresh_token_is_rejected(client: Client) -> None:
@@ -475,7 +494,9 @@ async def test_session_revocations_are_audited_with_the_request_id(
         "/v1/auth/logout", headers={**alice.headers, "X-Request-ID": "req-logout"}
     )
     assert out.status == 204
-    await refresh(client, tablet["refreshToken"])
+    # Two rotations old: past the retry grace window's reach.
+    first = await (await refresh(client, tablet["refreshToken"])).json()
+    assert (await refresh(client, first["refreshToken"])).status == 200
     reused = await client.post(
         "/v1/auth/refresh",
         json={"refreshToken": tablet["refreshToken"]},

@@ -1,7 +1,17 @@
-"""Registration, login, refresh-token rotation with reuse detection, device sessions."""
+"""Registration, login, refresh-token rotation with reuse detection, device sessions.
+
+Every refresh token is used once: presenting a rotated one again means a copy exists, and
+the device session is revoked. The one exception is the token rotated last, presented again
+within ``refresh_reuse_grace_seconds`` of its rotation: a retry after a lost response, or
+several tabs refreshing at once. It gets the very pair its rotation issued (the successor
+refresh token is an HMAC of the old one, the access token has the same claims), recomputed
+on whichever node the retry reaches, so nothing but hashes is ever stored.
+"""
 
 from __future__ import annotations
 
+import hmac
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +36,13 @@ from boltorezka.ratelimit import Limiter
 from boltorezka.store import Conn, audit, sessions, users
 from boltorezka.store.records import DeviceSession, User
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _seconds(moment: datetime) -> int:
+    """Whole Unix seconds, by integer arithmetic so a stored time floors the same anywhere."""
+    return (moment - _EPOCH) // timedelta(seconds=1)
+
 
 class TokenPair(msgspec.Struct, rename="camel", kw_only=True):
     access_token: str
@@ -44,6 +61,7 @@ class AuthService:
         codec: TokenCodec,
         *,
         refresh_ttl_seconds: int,
+        refresh_reuse_grace_seconds: int = 0,
         login_limiter: Limiter,
         register_limiter: Limiter,
         metrics: Metrics,
@@ -51,6 +69,9 @@ class AuthService:
         self._pool = pool
         self.codec = codec
         self._refresh_ttl = timedelta(seconds=refresh_ttl_seconds)
+        # A replay re-issues the access token of the rotation, as old as the retry is late;
+        # capping the window at half its lifetime leaves the replayed one half of it at least.
+        self._reuse_grace = min(refresh_reuse_grace_seconds, codec.ttl_seconds // 2)
         self._login_limiter = login_limiter
         self._register_limiter = register_limiter
         self._metrics = metrics
@@ -123,29 +144,42 @@ class AuthService:
         return pair
 
     async def refresh(self, refresh_token: str, info: RequestInfo) -> TokenPair:
+        """Rotate ``refresh_token``; see the module docstring for retries and reuse."""
         token_hash = hash_refresh_token(refresh_token)
+        successor = self.codec.successor(refresh_token)
+        # One clock reading at the microsecond PostgreSQL keeps: the stored rotation time
+        # then gives the access token's iat exactly, so a replay re-issues it byte for byte.
+        rotated_at = _EPOCH + timedelta(microseconds=time.time_ns() // 1000)
         async with self._pool.acquire() as conn:
             async with conn.transaction():
-                outcome, session_id = await sessions.consume_refresh_token(conn, token_hash)
-                session = None
-                if outcome == "ok" and session_id is not None:
-                    session = await sessions.lock_live(conn, session_id)
+                use = await sessions.consume_refresh_token(
+                    conn, token_hash, hash_refresh_token(successor.refresh_token), rotated_at
+                )
+                if use.outcome == "ok" and use.session_id is not None:
+                    session = await sessions.lock_live(conn, use.session_id)
                     if session is not None:
-                        new_token = new_refresh_token()
                         await sessions.rotate(
                             conn,
                             session.id,
-                            hash_refresh_token(new_token),
+                            hash_refresh_token(successor.refresh_token),
                             info.ip,
                             self._refresh_expiry(),
                         )
                         user = await users.get(conn, session.user_id)
                         if user is not None:
                             self._metrics.auth_events.labels("refresh", "ok").inc()
-                            return self._pair(user, session.id, new_token)
-            if outcome == "reused" and session_id is not None:
+                            return self._pair(
+                                user,
+                                session.id,
+                                successor.refresh_token,
+                                issued_at=_seconds(rotated_at),
+                                jti=successor.jti,
+                            )
+                elif use.outcome == "rotated" and self._in_grace(use):
+                    return await self._replay(conn, use, refresh_token)
+            if use.outcome == "rotated" and use.session_id is not None:
                 # Someone holds a copy of an old token: end the session for everyone.
-                owner = await sessions.revoke(conn, session_id, "refresh_token_reused")
+                owner = await sessions.revoke(conn, use.session_id, "refresh_token_reused")
                 if owner is not None:  # already revoked sessions have nothing to record
                     await audit.record(
                         conn,
@@ -153,12 +187,46 @@ class AuthService:
                         info,
                         actor_id=owner,
                         target_type="session",
-                        target_id=session_id,
+                        target_id=use.session_id,
                         details={"reason": "refresh_token_reused"},
                     )
                 self._metrics.auth_events.labels("refresh", "reused").inc()
-                await self._session_ended(session_id)
+                await self._session_ended(use.session_id)
                 raise RefreshTokenReused()
+        self._metrics.auth_events.labels("refresh", "invalid").inc()
+        raise InvalidRefreshToken()
+
+    def _in_grace(self, use: sessions.RefreshUse) -> bool:
+        """A token rotated moments ago into the session's current one is a client retrying
+        (a lost response, two tabs racing), not a thief: only the newest rotation counts, so
+        a copy two rotations old is still caught."""
+        if self._reuse_grace <= 0 or use.rotated_at is None or use.successor_hash is None:
+            return False
+        age = datetime.now(UTC) - use.rotated_at
+        return use.successor_current and age.total_seconds() <= self._reuse_grace
+
+    async def _replay(self, conn: Conn, use: sessions.RefreshUse, refresh_token: str) -> TokenPair:
+        """Answer a retry within the grace window with the pair its rotation issued."""
+        assert use.session_id is not None and use.rotated_at is not None
+        session = await sessions.lock_live(conn, use.session_id)
+        user = None if session is None else await users.get(conn, session.user_id)
+        if session is not None and user is not None:
+            # Every configured key, in case the rotation ran before the key rotated.
+            for candidate in self.codec.successors(refresh_token):
+                candidate_hash = hash_refresh_token(candidate.refresh_token)
+                if use.successor_hash is not None and hmac.compare_digest(
+                    candidate_hash, use.successor_hash
+                ):
+                    self._metrics.auth_events.labels("refresh", "replayed").inc()
+                    return self._pair(
+                        user,
+                        session.id,
+                        candidate.refresh_token,
+                        issued_at=_seconds(use.rotated_at),
+                        jti=candidate.jti,
+                    )
+        # A session that ended, or a key that is no longer configured: nothing to give back,
+        # and nothing suggests theft.
         self._metrics.auth_events.labels("refresh", "invalid").inc()
         raise InvalidRefreshToken()
 
@@ -220,8 +288,16 @@ class AuthService:
         )
         return self._pair(user, session.id, refresh_token)
 
-    def _pair(self, user: User, session_id: uuid.UUID, refresh_token: str) -> TokenPair:
-        access, expires_at = self.codec.issue(user.id, session_id)
+    def _pair(
+        self,
+        user: User,
+        session_id: uuid.UUID,
+        refresh_token: str,
+        *,
+        issued_at: int | None = None,
+        jti: str | None = None,
+    ) -> TokenPair:
+        access, expires_at = self.codec.issue(user.id, session_id, now=issued_at, jti=jti)
         return TokenPair(
             access_token=access,
             refresh_token=refresh_token,
