@@ -1,0 +1,1134 @@
+"""Who may do what, over both transports: one table, every route and request type, by actor.
+
+Every REST route of the OpenAPI document and every WebSocket request type that acts on a
+room, a user or a call has one row here, with the expected outcome for each actor:
+
+- ``owner``, ``admin``, ``member``: those roles in the room the row acts on (private unless
+  the row says ``[public]``);
+- ``other``: another device, of another plain member, acting on the *member's* resources:
+  the member's message, device session or place in a call. Where a row has no such
+  resource, it acts as a plain member would;
+- ``non-member``: signed in, not in the room;
+- ``anonymous``: no credentials at all;
+- ``revoked``: the owner's own token, from a device session that was logged out;
+- ``deleted``: a room admin whose account was then disabled (how accounts are deleted:
+  a hard delete would take their messages with it), holding a token issued before.
+
+So ``revoked`` and ``deleted`` would be allowed nearly everything if their credentials
+were not checked. An expectation is ``"<status>"`` or ``"<status> <code>"`` for REST and
+``"ok"`` or ``"<nack code>"`` for the WebSocket; ``"auth:<code>"`` means the ``auth``
+request is refused with that code and the socket closed with 4001, and the request sent
+right behind it is never answered. Where a row can check what a request did (or did not
+do), it does.
+
+The world (accounts, rooms, a message, a live call) is built once for the module in a
+schema of its own, like every test's: a fresh schema per case costs about 0.3 s, and there
+are about 480 cases. A case that changes what it acts on (deleting, leaving, archiving, …)
+gets a room, message, call or session of its own, so no case decides the outcome of
+another and any subset runs alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from boltorezka.app import build_app
+from boltorezka.auth import passwords
+from boltorezka.auth.tokens import hash_refresh_token, new_refresh_token
+from boltorezka.config import Settings, SigningKey
+from boltorezka.context import Actor
+from boltorezka.realtime import protocol
+from boltorezka.runtime import Services
+from boltorezka.store import migrate
+from boltorezka.store import rooms as room_store
+from boltorezka.store.database import create_pool
+from tests.conftest import MIGRATIONS, ROOT, TEST_SECRET
+from tests.helpers import PASSWORD, Account, api_call
+
+Client = TestClient[Any, Any]
+PATIENCE = 10.0
+SEARCH_WORD = "matrixneedle"
+
+OWNER, ADMIN, MEMBER, OTHER = "owner", "admin", "member", "other"
+OUTSIDER, ANONYMOUS, REVOKED, DELETED = "non-member", "anonymous", "revoked", "deleted"
+ACTORS = (OWNER, ADMIN, MEMBER, OTHER, OUTSIDER, ANONYMOUS, REVOKED, DELETED)
+# Whose roles are set in every room the world makes, and as what.
+ROLES = {ADMIN: "admin", MEMBER: "member", OTHER: "member", DELETED: "admin"}
+
+_ids = itertools.count(1)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{next(_ids)}"
+
+
+# --------------------------------------------------------------------------- the world
+
+
+@dataclass
+class World:
+    client: Client
+    services: Services
+    pool: asyncpg.Pool
+    accounts: dict[str, Account] = field(default_factory=dict)  # every actor but anonymous
+    # Set by build_world once the accounts exist.
+    room: str = field(init=False)  # private; roles as in ROLES, the owner's
+    message: str = field(init=False)  # the member's, in ``room``; contains SEARCH_WORD
+    call: str = field(init=False)  # live, peer-to-peer, in ``room``; ``holder`` is in it
+    holder: Socket = field(init=False)  # the member's connection: in the call and the room
+    holder_participant: str = field(init=False)
+
+    def who(self, actor: str) -> Account | None:
+        return self.accounts.get(actor)
+
+    def user_id(self, actor: str) -> str:
+        return self.accounts[actor].id
+
+    async def session(self, actor: str) -> Account | None:
+        """A device session of the actor's own, for a case that ends or rotates it."""
+        if actor == ANONYMOUS:
+            return None
+        user = OWNER if actor == REVOKED else actor
+        return await self.new_session(self.user_id(user), revoked=actor == REVOKED)
+
+    async def new_session(self, user_id: str, *, revoked: bool = False) -> Account:
+        refresh = new_refresh_token()
+        async with self.pool.acquire() as conn, conn.transaction():
+            session_id = await conn.fetchval(
+                "INSERT INTO device_sessions (user_id, device_name, expires_at) "
+                "VALUES ($1, 'matrix', now() + interval '1 day') RETURNING id",
+                uuid.UUID(user_id),
+            )
+            await conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+                hash_refresh_token(refresh),
+                session_id,
+            )
+            if revoked:
+                await conn.execute(
+                    "UPDATE device_sessions SET revoked_at = now(), revoked_reason = 'logout' "
+                    "WHERE id = $1",
+                    session_id,
+                )
+        token, _ = self.services.auth.codec.issue(uuid.UUID(user_id), session_id)
+        username = await self.pool.fetchval(
+            "SELECT username FROM users WHERE id = $1", uuid.UUID(user_id)
+        )
+        return Account(user_id, username, token, refresh, str(session_id))
+
+    async def new_room(self, kind: str = "private", *, archived: bool = False) -> str:
+        async with self.pool.acquire() as conn, conn.transaction():
+            room = await room_store.create(
+                conn, kind, _unique("room"), "", uuid.UUID(self.user_id(OWNER))
+            )
+            for actor, role in ROLES.items():
+                await room_store.add_member(conn, room.id, uuid.UUID(self.user_id(actor)), role)
+            if archived:
+                await room_store.set_archived(conn, room.id, True)
+        return str(room.id)
+
+    async def new_message(self, room: str | None = None) -> str:
+        """A message of the member's, posted the way every send is (the batching writer)."""
+        member = self.accounts[MEMBER]
+        result = await self.services.messages.post(
+            Actor(user_id=uuid.UUID(member.id), session_id=uuid.UUID(member.session_id)),
+            uuid.UUID(room or self.room),
+            _unique("seed"),
+            f"a message with {SEARCH_WORD} in it",
+            None,
+        )
+        return str(result.message.id)
+
+    async def new_call(self) -> tuple[str, str, str]:
+        """A fresh room with a live call the holder started: room, call and the holder's
+        participant ids."""
+        room = await self.new_room()
+        result = await self.holder.request("call.start", {"roomId": room, "mode": "p2p"})
+        assert result.ok, result
+        return room, str(result.value["call"]["callId"]), str(result.value["participantId"])
+
+    async def message_state(self, message_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "SELECT body, deleted_at FROM messages WHERE id = $1", uuid.UUID(message_id)
+        )
+        assert row is not None
+        return row
+
+    async def role_of(self, room: str, actor_or_user: str) -> str | None:
+        user = self.accounts[actor_or_user].id if actor_or_user in ACTORS else actor_or_user
+        role: str | None = await self.pool.fetchval(
+            "SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2",
+            uuid.UUID(room),
+            uuid.UUID(user),
+        )
+        return role
+
+    async def status_with(self, token: Account, path: str = "/v1/me") -> int:
+        status, _ = await api_call(self.client, "GET", path, token)
+        return status
+
+
+# ---------------------------------------------------------------- a raw WebSocket client
+
+
+@dataclass
+class Answer:
+    """The ack or nack of one request; ``code`` is None for an ack."""
+
+    code: str | None
+    value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+class Socket:
+    """A bare ``/v1/ws`` connection: no automatic auth, retries or reconnects, so a case
+    sends exactly what it means to and sees every frame the server sends back."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, client: Client) -> Socket:
+        socket = cls(await client.ws_connect("/v1/ws"))
+        await socket.wait_for(lambda f: f["type"] == "server.capabilities")
+        return socket
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self.frames.append(json.loads(message.data))
+                    self._changed.set()
+        finally:
+            self._changed.set()
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code if self._reader.done() else None
+
+    async def send(self, msg_type: str, payload: dict[str, Any]) -> str:
+        request_id = _unique("r")
+        await self.ws.send_json(
+            {"v": 1, "type": msg_type, "requestId": request_id, "payload": payload}
+        )
+        return request_id
+
+    def answer_now(self, request_id: str) -> Answer | None:
+        for frame in self.frames:
+            if frame["type"] in ("ack", "nack") and frame.get("requestId") == request_id:
+                if frame["type"] == "ack":
+                    return Answer(None, frame["payload"]["result"])
+                return Answer(frame["payload"]["code"], frame["payload"])
+        return None
+
+    async def answer(self, request_id: str) -> Answer | None:
+        """The answer, or None if the socket closed without one."""
+        async with asyncio.timeout(PATIENCE):
+            while (found := self.answer_now(request_id)) is None:
+                if self._reader.done():
+                    return None
+                self._changed.clear()
+                await self._changed.wait()
+        return found
+
+    async def request(self, msg_type: str, payload: dict[str, Any]) -> Answer:
+        found = await self.answer(await self.send(msg_type, payload))
+        assert found is not None, f"{msg_type}: the socket closed ({self.ws.close_code})"
+        return found
+
+    async def wait_for(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        async with asyncio.timeout(PATIENCE):
+            while True:
+                for frame in self.frames:
+                    if match(frame):
+                        return frame
+                assert not self._reader.done(), "the socket closed"
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_closed(self) -> int | None:
+        async with asyncio.timeout(PATIENCE):
+            await self._reader
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        with contextlib.suppress(Exception):
+            await self._reader
+
+
+# ---------------------------------------------------------------------------- the rows
+
+NOAUTH = "401 unauthenticated"
+SESSION_GONE = "401 session_revoked"  # revoked sessions and disabled accounts alike
+HIDDEN = "404 room_not_found"
+NOT_MEMBER = "403 not_a_member"
+FORBID = "403 forbidden"
+WS_AUTH_REFUSED = "auth:session_revoked"
+
+
+def cols(
+    owner: str,
+    admin: str,
+    member: str,
+    other: str,
+    outsider: str,
+    anonymous: str = NOAUTH,
+    revoked: str = SESSION_GONE,
+    deleted: str = SESSION_GONE,
+) -> dict[str, str]:
+    return dict(
+        zip(
+            ACTORS,
+            (owner, admin, member, other, outsider, anonymous, revoked, deleted),
+            strict=True,
+        )
+    )
+
+
+def same(outcome: str) -> dict[str, str]:
+    """One outcome for every actor: routes that need no identity, and ignore a bad one."""
+    return dict.fromkeys(ACTORS, outcome)
+
+
+def signed_in(outcome: str) -> dict[str, str]:
+    """``outcome`` for every live account, the usual refusals for the rest."""
+    return cols(outcome, outcome, outcome, outcome, outcome)
+
+
+def ws_cols(owner: str, admin: str, member: str, other: str, outsider: str) -> dict[str, str]:
+    return cols(owner, admin, member, other, outsider, "unauthenticated", *(WS_AUTH_REFUSED,) * 2)
+
+
+@dataclass
+class Prepared:
+    """What one case sends, and anything its check needs to know."""
+
+    path: str = ""
+    body: Any = None
+    who: Account | None = None
+    msg_type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    setup: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+Prepare = Callable[[World, str], Awaitable[Prepared]]
+# After the request: what went wrong (None if nothing did), given whether it was allowed.
+Check = Callable[[World, str, Prepared, bool, Any], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Http:
+    method: str
+    path: str  # as in the OpenAPI document
+    expect: dict[str, str]
+    prepare: Prepare | None = None  # default: the shared room, message and member
+    check: Check | None = None
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}" + (f" [{self.variant}]" if self.variant else "")
+
+
+@dataclass(frozen=True)
+class Ws:
+    msg_type: str
+    expect: dict[str, str]
+    prepare: Prepare
+    check: Check | None = None
+    variant: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"ws {self.msg_type}" + (f" [{self.variant}]" if self.variant else "")
+
+
+def _fill(world: World, path: str, **ids: str) -> str:
+    values = {
+        "roomId": world.room,
+        "userId": world.user_id(MEMBER),
+        "messageId": world.message,
+        "sessionId": world.accounts[MEMBER].session_id,
+        **ids,
+    }
+    return path.format(**values)
+
+
+def shared(path: str, body: Callable[[World, str], Any] | None = None) -> Prepare:
+    """The request as the actor, on the shared room, message and member."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        return Prepared(_fill(world, path), body(world, actor) if body else None, world.who(actor))
+
+    return prepare
+
+
+def in_fresh_room(
+    path: str,
+    body: Callable[[World, str], Any] | None = None,
+    *,
+    kind: str = "private",
+    archived: bool = False,
+) -> Prepare:
+    """The request as the actor, on a room of the case's own."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        room = await world.new_room(kind, archived=archived)
+        return Prepared(
+            _fill(world, path, roomId=room),
+            body(world, actor) if body else None,
+            world.who(actor),
+            facts={"room": room},
+        )
+
+    return prepare
+
+
+def with_own_session(path: str, body: Callable[[Account | None], Any] | None = None) -> Prepare:
+    """The request with a device session of the actor's own, made for this case."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        session = await world.session(actor)
+        return Prepared(path, body(session) if body else None, session, facts={"mine": session})
+
+    return prepare
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+async def check_logout(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    mine: Account | None = p.facts["mine"]
+    if allowed and mine is not None and await world.status_with(mine) != 401:
+        return "the token still works after logout"
+    return None
+
+
+async def prepare_revoke(world: World, actor: str) -> Prepared:
+    target = await world.new_session(world.user_id(MEMBER))
+    return Prepared(
+        f"/v1/auth/sessions/{target.session_id}", None, world.who(actor), facts={"target": target}
+    )
+
+
+async def check_revoke(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    status = await world.status_with(p.facts["target"])
+    if allowed != (status == 401):
+        return f"the member's session answers {status} afterwards"
+    return None
+
+
+async def check_session_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if not allowed:
+        return None
+    listed = {s["id"] for s in data["sessions"]}
+    if (world.accounts[MEMBER].session_id in listed) != (actor == MEMBER):
+        return f"the member's session is {'missing' if actor == MEMBER else 'listed'}"
+    return None
+
+
+async def check_profile(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and any("password" in key.lower() for key in data):
+        return f"a profile shows {sorted(data)}"
+    return None
+
+
+async def check_my_rooms(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if not allowed:
+        return None
+    listed = {r["room"]["id"] for r in data["rooms"]}
+    if (world.room in listed) != (actor != OUTSIDER):
+        return f"the private room is {'listed' if actor == OUTSIDER else 'missing'}"
+    return None
+
+
+async def check_public_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and world.room in {r["id"] for r in data["rooms"]}:
+        return "a private room is in the public directory"
+    return None
+
+
+async def check_search(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if not allowed:
+        return None
+    found = {m["roomId"] for m in data["messages"]}
+    if (world.room in found) != (actor != OUTSIDER):
+        return f"search {'leaks' if actor == OUTSIDER else 'misses'} the private room: {found}"
+    return None
+
+
+async def check_topic(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    topic = await world.pool.fetchval(
+        "SELECT topic FROM rooms WHERE id = $1", uuid.UUID(world.room)
+    )
+    if allowed != (topic == p.body["topic"]):
+        return f"the topic is {topic!r}"
+    return None
+
+
+async def check_deleted_room(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    gone = await world.pool.fetchval(
+        "SELECT deleted_at IS NOT NULL FROM rooms WHERE id = $1", uuid.UUID(p.facts["room"])
+    )
+    return None if gone == allowed else f"deleted_at set: {gone}"
+
+
+def check_archived(want_when_allowed: bool) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        archived = await world.pool.fetchval(
+            "SELECT archived_at IS NOT NULL FROM rooms WHERE id = $1", uuid.UUID(p.facts["room"])
+        )
+        want = want_when_allowed if allowed else not want_when_allowed
+        return None if archived == want else f"archived is {archived}"
+
+    return check
+
+
+async def check_joined_public(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    if actor == OUTSIDER and allowed and await world.role_of(p.facts["room"], OUTSIDER) != "member":
+        return "joining made no member"
+    return None
+
+
+async def check_left(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    if actor not in ROLES and actor != OWNER:
+        return None  # never a member of the room
+    role = await world.role_of(p.facts["room"], actor)
+    if allowed == (role is not None):
+        return f"role after leave: {role}"
+    return None
+
+
+async def prepare_add_member(world: World, actor: str) -> Prepared:
+    room = await world.new_room()
+    newcomer = await world.pool.fetchval(
+        "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $1, '!') "
+        "RETURNING id",
+        _unique("newcomer"),
+    )
+    return Prepared(
+        f"/v1/rooms/{room}/members",
+        {"userId": str(newcomer), "role": "member"},
+        world.who(actor),
+        facts={"room": room, "newcomer": str(newcomer)},
+    )
+
+
+async def check_added(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    role = await world.role_of(p.facts["room"], p.facts["newcomer"])
+    return None if allowed == (role == "member") else f"the newcomer's role is {role}"
+
+
+def check_member_role(when_allowed: str | None, otherwise: str | None) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        role = await world.role_of(p.facts["room"], MEMBER)
+        want = when_allowed if allowed else otherwise
+        return None if role == want else f"the member's role is {role}, expected {want}"
+
+    return check
+
+
+async def check_posted(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    client_msg_id = p.body["clientMsgId"] if p.body else p.payload["clientMsgId"]
+    stored = await world.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE client_msg_id = $1", client_msg_id
+    )
+    return None if stored == (1 if allowed else 0) else f"{stored} messages stored"
+
+
+async def check_edit(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    body = p.body["body"] if p.body else p.payload["body"]
+    state = await world.message_state(world.message)
+    return None if allowed == (state["body"] == body) else f"the body is {state['body']!r}"
+
+
+async def prepare_delete_message(world: World, actor: str) -> Prepared:
+    message = await world.new_message()
+    return Prepared(
+        f"/v1/rooms/{world.room}/messages/{message}",
+        None,
+        world.who(actor),
+        msg_type="chat.delete",
+        payload={"roomId": world.room, "messageId": message},
+        facts={"message": message},
+    )
+
+
+async def check_message_deleted(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    state = await world.message_state(p.facts["message"])
+    deleted = state["deleted_at"] is not None
+    return None if deleted == allowed else f"deleted: {deleted}"
+
+
+def _login(world: World, actor: str) -> dict[str, str]:
+    if actor == ANONYMOUS:
+        return {"username": "nobody-here", "password": PASSWORD}
+    account = world.accounts[OWNER if actor == REVOKED else actor]
+    return {"username": account.username, "password": PASSWORD}
+
+
+async def prepare_refresh(world: World, actor: str) -> Prepared:
+    session = await world.session(actor)
+    token = session.refresh_token if session else new_refresh_token()
+    return Prepared("/v1/auth/refresh", {"refreshToken": token}, session)
+
+
+async def prepare_deleted_profile(world: World, actor: str) -> Prepared:
+    return Prepared(f"/v1/users/{world.user_id(DELETED)}", None, world.who(actor))
+
+
+async def prepare_direct_with_deleted(world: World, actor: str) -> Prepared:
+    return Prepared("/v1/rooms/direct", {"userId": world.user_id(DELETED)}, world.who(actor))
+
+
+def _topic(world: World, actor: str) -> dict[str, str]:
+    return {"topic": _unique(f"topic by {actor} ")}
+
+
+def _post(world: World, actor: str) -> dict[str, str]:
+    return {"clientMsgId": _unique("rest"), "body": f"hello from {actor}"}
+
+
+def _edit(world: World, actor: str) -> dict[str, str]:
+    return {"body": _unique(f"edited by {actor} ")}
+
+
+HTTP_ROWS: tuple[Http, ...] = (
+    # Public: no identity needed; a stale or revoked token sent along changes nothing.
+    Http("GET", "/healthz", same("200"), shared("/healthz")),
+    Http("GET", "/readyz", same("200"), shared("/readyz")),
+    Http("GET", "/metrics", same("200"), shared("/metrics")),
+    Http("GET", "/v1/openapi.json", same("200"), shared("/v1/openapi.json")),
+    Http("GET", "/v1/ws", same("426 upgrade_required"), shared("/v1/ws")),
+    Http(
+        "POST", "/v1/auth/register", same("201"),
+        shared("/v1/auth/register", lambda w, a: {"username": _unique("r"), "password": PASSWORD}),
+    ),
+    # The actor's own username and password: a logged-out device does not stop a new login.
+    Http(
+        "POST", "/v1/auth/login",
+        cols("200", "200", "200", "200", "200", "401 invalid_credentials", "200",
+             "401 invalid_credentials"),
+        shared("/v1/auth/login", _login),
+    ),
+    Http(
+        "POST", "/v1/auth/refresh",
+        cols("200", "200", "200", "200", "200", *("401 invalid_refresh_token",) * 3),
+        prepare_refresh,
+    ),
+    # The caller's own account and sessions.
+    Http("POST", "/v1/auth/logout", signed_in("204"), with_own_session("/v1/auth/logout"),
+         check_logout),
+    Http("GET", "/v1/auth/sessions", signed_in("200"), shared("/v1/auth/sessions"),
+         check_session_list),
+    Http(
+        "DELETE", "/v1/auth/sessions/{sessionId}",
+        cols(*("404 session_not_found",) * 2, "204", *("404 session_not_found",) * 2),
+        prepare_revoke, check_revoke,
+    ),
+    Http("GET", "/v1/me", signed_in("200"), shared("/v1/me"), check_profile),
+    Http("PATCH", "/v1/me", signed_in("200"), shared("/v1/me", lambda w, a: {"bio": a})),
+    Http("GET", "/v1/users/{userId}", signed_in("200"), shared("/v1/users/{userId}"),
+         check_profile),
+    Http("GET", "/v1/users/{userId}", signed_in("404 user_not_found"), prepare_deleted_profile,
+         variant="deleted user"),
+    Http("GET", "/v1/turn/credentials", signed_in("200"), shared("/v1/turn/credentials")),
+    # Rooms: creating, listing, direct rooms.
+    Http("GET", "/v1/rooms", signed_in("200"), shared("/v1/rooms"), check_my_rooms),
+    Http("POST", "/v1/rooms", signed_in("201"),
+         shared("/v1/rooms", lambda w, a: {"name": "fresh", "kind": "private"})),
+    Http("GET", "/v1/rooms/public", signed_in("200"), shared("/v1/rooms/public"),
+         check_public_list),
+    Http(
+        "POST", "/v1/rooms/direct", cols("201", "201", "422 validation_failed", "201", "201"),
+        shared("/v1/rooms/direct", lambda w, a: {"userId": w.user_id(MEMBER)}),
+    ),
+    Http("POST", "/v1/rooms/direct", signed_in("404 user_not_found"),
+         prepare_direct_with_deleted, variant="with a deleted user"),
+    # One room.
+    Http("GET", "/v1/rooms/{roomId}", cols("200", "200", "200", "200", HIDDEN),
+         shared("/v1/rooms/{roomId}")),
+    Http("GET", "/v1/rooms/{roomId}", cols("200", "200", "200", "200", "200"),
+         in_fresh_room("/v1/rooms/{roomId}", kind="public"), variant="public"),
+    Http("PATCH", "/v1/rooms/{roomId}", cols("200", "200", FORBID, FORBID, HIDDEN),
+         shared("/v1/rooms/{roomId}", _topic), check_topic),
+    Http("DELETE", "/v1/rooms/{roomId}", cols("204", FORBID, FORBID, FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}"), check_deleted_room),
+    Http("POST", "/v1/rooms/{roomId}/archive", cols("200", "200", FORBID, FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}/archive"), check_archived(True)),
+    Http("POST", "/v1/rooms/{roomId}/unarchive", cols("200", "200", FORBID, FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}/unarchive", archived=True), check_archived(False)),
+    Http("POST", "/v1/rooms/{roomId}/join", cols("200", "200", "200", "200", HIDDEN),
+         shared("/v1/rooms/{roomId}/join")),
+    Http("POST", "/v1/rooms/{roomId}/join", cols("200", "200", "200", "200", "200"),
+         in_fresh_room("/v1/rooms/{roomId}/join", kind="public"), check_joined_public,
+         variant="public"),
+    Http(
+        "POST", "/v1/rooms/{roomId}/leave",
+        cols("409 owner_must_transfer", "204", "204", "204", HIDDEN),
+        in_fresh_room("/v1/rooms/{roomId}/leave"), check_left,
+    ),
+    Http("POST", "/v1/rooms/{roomId}/transfer", cols("200", FORBID, FORBID, FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}/transfer", lambda w, a: {"userId": w.user_id(MEMBER)}),
+         check_member_role("owner", "member")),
+    # Membership.
+    Http("GET", "/v1/rooms/{roomId}/members", cols("200", "200", "200", "200", HIDDEN),
+         shared("/v1/rooms/{roomId}/members")),
+    Http("POST", "/v1/rooms/{roomId}/members", cols("201", "201", FORBID, FORBID, HIDDEN),
+         prepare_add_member, check_added),
+    # The member removing themselves is leaving; another plain member may not remove them.
+    Http("DELETE", "/v1/rooms/{roomId}/members/{userId}",
+         cols("204", "204", "204", FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}/members/{userId}"), check_member_role(None, "member")),
+    Http("PATCH", "/v1/rooms/{roomId}/members/{userId}",
+         cols("200", FORBID, FORBID, FORBID, HIDDEN),
+         in_fresh_room("/v1/rooms/{roomId}/members/{userId}", lambda w, a: {"role": "admin"}),
+         check_member_role("admin", "member")),
+    # Messages.
+    Http("GET", "/v1/rooms/{roomId}/messages", cols("200", "200", "200", "200", HIDDEN),
+         shared("/v1/rooms/{roomId}/messages")),
+    Http("GET", "/v1/rooms/{roomId}/messages", cols("200", "200", "200", "200", NOT_MEMBER),
+         in_fresh_room("/v1/rooms/{roomId}/messages", kind="public"), variant="public"),
+    Http("POST", "/v1/rooms/{roomId}/messages", cols("201", "201", "201", "201", HIDDEN),
+         shared("/v1/rooms/{roomId}/messages", _post), check_posted),
+    Http("POST", "/v1/rooms/{roomId}/messages", cols("201", "201", "201", "201", NOT_MEMBER),
+         in_fresh_room("/v1/rooms/{roomId}/messages", _post, kind="public"), check_posted,
+         variant="public"),
+    # Only the sender edits; the sender or a room admin deletes.
+    Http("PATCH", "/v1/rooms/{roomId}/messages/{messageId}",
+         cols(FORBID, FORBID, "200", FORBID, HIDDEN),
+         shared("/v1/rooms/{roomId}/messages/{messageId}", _edit), check_edit),
+    Http("DELETE", "/v1/rooms/{roomId}/messages/{messageId}",
+         cols("200", "200", "200", FORBID, HIDDEN), prepare_delete_message, check_message_deleted),
+    Http("PUT", "/v1/rooms/{roomId}/read", cols("200", "200", "200", "200", HIDDEN),
+         shared("/v1/rooms/{roomId}/read", lambda w, a: {"seq": 1})),
+    Http("GET", "/v1/messages/search", cols("200", "200", "200", "200", HIDDEN),
+         shared(f"/v1/messages/search?q={SEARCH_WORD}&roomId={{roomId}}"), check_search),
+    Http("GET", "/v1/messages/search", signed_in("200"),
+         shared(f"/v1/messages/search?q={SEARCH_WORD}"), check_search, variant="every room"),
+)  # fmt: skip
+
+
+# --- WebSocket rows --------------------------------------------------------------------
+
+
+def ws(
+    msg_type: str,
+    payload: Callable[[World, str, dict[str, Any]], dict[str, Any]],
+    *,
+    setup: Callable[[World, str, dict[str, Any]], list[tuple[str, dict[str, Any]]]] | None = None,
+    facts: Callable[[World], Awaitable[dict[str, Any]]] | None = None,
+) -> Prepare:
+    """A request of ``msg_type``, after ``setup`` requests on the same connection (whose
+    answers are not what the row is about), with ``facts`` made for the case first."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        made = await facts(world) if facts else {}
+        return Prepared(
+            who=world.who(actor),
+            msg_type=msg_type,
+            payload=payload(world, actor, made),
+            setup=setup(world, actor, made) if setup else [],
+            facts=made,
+        )
+
+    return prepare
+
+
+def _join_room(world: World, actor: str, facts: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [("room.join", {"roomId": world.room})]
+
+
+def _join_call_unless_other(
+    world: World, actor: str, facts: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Everyone takes part in the call first, except ``other``, who acts on the member's
+    call from a device that is not in it."""
+    if actor == OTHER:
+        return []
+    return [("call.join", {"callId": facts.get("call", world.call)})]
+
+
+def _join_call_if_member(
+    world: World, actor: str, facts: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The member joins before ending it; admins may end a call they are not in."""
+    return [("call.join", {"callId": facts["call"]})] if actor == MEMBER else []
+
+
+def _rtc(kind: str) -> Callable[[World, str, dict[str, Any]], dict[str, Any]]:
+    def payload(world: World, actor: str, facts: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = (
+            {"candidate": {"candidate": f"candidate:{facts['marker']}", "sdpMid": "0"}}
+            if kind == "rtc.ice"
+            else {"sdp": f"v=0 {facts['marker']}"}
+        )
+        return {"callId": world.call, "to": world.holder_participant, **body}
+
+    return payload
+
+
+async def _marker(world: World) -> dict[str, Any]:
+    return {"marker": _unique("sig")}
+
+
+async def _fresh_room(world: World) -> dict[str, Any]:
+    return {"room": await world.new_room()}
+
+
+async def _fresh_public_room(world: World) -> dict[str, Any]:
+    return {"room": await world.new_room("public")}
+
+
+async def _fresh_call(world: World) -> dict[str, Any]:
+    room, call, _ = await world.new_call()
+    return {"room": room, "call": call}
+
+
+async def _fresh_message(world: World) -> dict[str, Any]:
+    return {"message": await world.new_message()}
+
+
+def _send(world: World, actor: str, facts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "roomId": facts.get("room", world.room),
+        "clientMsgId": _unique("ws"),
+        "body": f"hello from {actor}",
+    }
+
+
+async def check_relayed(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+    if not allowed:
+        return None
+    marker = p.facts["marker"]
+    try:
+        frame = await world.holder.wait_for(
+            lambda f: f["type"] == p.msg_type and marker in json.dumps(f["payload"])
+        )
+    except TimeoutError:
+        return "the target never received it"
+    if frame["payload"].get("from") != p.facts.get("participant"):
+        return f"from is {frame['payload'].get('from')}, not the sender's participant id"
+    return None
+
+
+async def check_call_ended(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    live = uuid.UUID(p.facts["call"]) in world.services.calls.calls
+    return None if live != allowed else f"the call is {'still' if live else 'no longer'} live"
+
+
+WS_ROWS: tuple[Ws, ...] = (
+    Ws("room.join", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("room.join", lambda w, a, f: {"roomId": w.room})),
+    Ws("room.join", ws_cols("ok", "ok", "ok", "ok", "not_a_member"),
+       ws("room.join", lambda w, a, f: {"roomId": f["room"]}, facts=_fresh_public_room),
+       variant="public"),
+    Ws("room.leave", ws_cols("ok", "ok", "ok", "ok", "ok"),
+       ws("room.leave", lambda w, a, f: {"roomId": w.room}, setup=_join_room)),
+    Ws("presence.set", ws_cols("ok", "ok", "ok", "ok", "ok"),
+       ws("presence.set", lambda w, a, f: {"status": "away"})),
+    Ws("typing.start", ws_cols("ok", "ok", "ok", "ok", "room_not_joined"),
+       ws("typing.start", lambda w, a, f: {"roomId": w.room}, setup=_join_room)),
+    Ws("typing.stop", ws_cols("ok", "ok", "ok", "ok", "room_not_joined"),
+       ws("typing.stop", lambda w, a, f: {"roomId": w.room}, setup=_join_room)),
+    Ws("chat.send", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("chat.send", _send), check_posted),
+    Ws("chat.send", ws_cols("ok", "ok", "ok", "ok", "not_a_member"),
+       ws("chat.send", _send, facts=_fresh_public_room), check_posted, variant="public"),
+    Ws("chat.edit", ws_cols("forbidden", "forbidden", "ok", "forbidden", "room_not_found"),
+       ws("chat.edit", lambda w, a, f: {"roomId": w.room, "messageId": w.message,
+                                        "body": _unique(f"ws edit by {a} ")}),
+       check_edit),
+    Ws("chat.delete", ws_cols("ok", "ok", "ok", "forbidden", "room_not_found"),
+       ws("chat.delete", lambda w, a, f: {"roomId": w.room, "messageId": f["message"]},
+          facts=_fresh_message),
+       check_message_deleted),
+    Ws("chat.read", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("chat.read", lambda w, a, f: {"roomId": w.room, "seq": 1})),
+    Ws("chat.history", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("chat.history", lambda w, a, f: {"roomId": w.room})),
+    Ws("call.start", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("call.start", lambda w, a, f: {"roomId": f["room"], "mode": "p2p"}, facts=_fresh_room)),
+    Ws("call.join", ws_cols("ok", "ok", "ok", "ok", "room_not_found"),
+       ws("call.join", lambda w, a, f: {"callId": w.call})),
+    Ws("call.leave", ws_cols("ok", "ok", "ok", "not_in_call", "room_not_found"),
+       ws("call.leave", lambda w, a, f: {"callId": f["call"]}, setup=_join_call_unless_other,
+          facts=_fresh_call)),
+    Ws("call.end", ws_cols("ok", "ok", "ok", "not_in_call", "room_not_found"),
+       ws("call.end", lambda w, a, f: {"callId": f["call"]}, setup=_join_call_if_member,
+          facts=_fresh_call),
+       check_call_ended),
+    *(
+        Ws(kind, ws_cols("ok", "ok", "ok", "not_in_call", "not_in_call"),
+           ws(kind, _rtc(kind), setup=_join_call_unless_other, facts=_marker), check_relayed)
+        for kind in ("rtc.offer", "rtc.answer", "rtc.ice")
+    ),
+    Ws("call.telemetry", ws_cols("ok", "ok", "ok", "not_in_call", "not_in_call"),
+       ws("call.telemetry", lambda w, a, f: {"callId": w.call, "outcome": "connected"},
+          setup=_join_call_unless_other)),
+    # The connection's own token again; ``other`` presents the member's.
+    Ws("auth.refresh", ws_cols("ok", "ok", "ok", "token_mismatch", "ok"),
+       ws("auth.refresh", lambda w, a, f: {
+           "token": w.accounts[MEMBER if a in (OTHER, ANONYMOUS) else a].access_token})),
+)  # fmt: skip
+
+# Requests that act on no room, user or call: ``auth`` is how every case above begins.
+WS_EXEMPT = frozenset({"auth", "ping"})
+
+
+# ---------------------------------------------------------------------------- the test
+
+
+async def run_http(world: World, row: Http, actor: str) -> tuple[str, Prepared, Any]:
+    prepare = row.prepare or shared(row.path)
+    p = await prepare(world, actor)
+    headers = dict(p.who.headers) if p.who is not None else {}
+    async with world.client.request(row.method, p.path, json=p.body, headers=headers) as response:
+        text = await response.text()
+        data: Any = json.loads(text) if "json" in response.content_type and text else text
+        if response.status >= 400:
+            # Every refusal is problem JSON carrying its own status and a stable code.
+            assert response.content_type == "application/problem+json", (response.status, text)
+            assert data["status"] == response.status, data
+            return f"{response.status} {data['code']}", p, data
+        return str(response.status), p, data
+
+
+async def run_ws(world: World, row: Ws, actor: str) -> tuple[str, Prepared, Any]:
+    p = await row.prepare(world, actor)
+    socket = await Socket.open(world.client)
+    try:
+        if p.who is None:
+            found = await socket.request(p.msg_type, p.payload)
+            return found.code or "ok", p, found.value
+        if actor in (REVOKED, DELETED):
+            # Sent back to back: nothing queued behind a refused auth may run.
+            auth_id = await socket.send("auth", {"token": p.who.access_token})
+            request_id = await socket.send(p.msg_type, p.payload)
+            auth = await socket.answer(auth_id)
+            close = await socket.wait_closed()
+            late = socket.answer_now(request_id)
+            if auth is None or auth.ok or close != 4001 or late is not None:
+                return f"auth {auth}, close {close}, then {late}", p, None
+            return f"auth:{auth.code}", p, None
+        auth = await socket.request("auth", {"token": p.who.access_token})
+        assert auth.ok, auth
+        for msg_type, payload in p.setup:
+            done = await socket.request(msg_type, payload)
+            if msg_type == "call.join" and done.ok:
+                p.facts["participant"] = done.value["participantId"]
+        found = await socket.request(p.msg_type, p.payload)
+        return found.code or "ok", p, found.value
+    finally:
+        await socket.close()
+
+
+ROWS: tuple[Http | Ws, ...] = (*HTTP_ROWS, *WS_ROWS)
+CASES = [pytest.param(row, actor, id=f"{row.name}-{actor}") for row in ROWS for actor in ACTORS]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(("row", "actor"), CASES)
+async def test_authorization(world: World, row: Http | Ws, actor: str) -> None:
+    if isinstance(row, Http):
+        got, prepared, data = await run_http(world, row, actor)
+    else:
+        got, prepared, data = await run_ws(world, row, actor)
+    want = row.expect[actor]
+    assert got == want, f"{row.name} as {actor}: expected {want}, got {got}: {data}"
+    if row.check is not None:
+        allowed = got == "ok" or got.startswith("2")
+        problem = await row.check(world, actor, prepared, allowed, data)
+        assert problem is None, f"{row.name} as {actor}: {problem}"
+
+
+def test_every_rest_route_and_realtime_request_has_a_row() -> None:
+    document = json.loads((ROOT / "protocol" / "openapi.json").read_text())
+    methods = {"get", "put", "post", "patch", "delete"}
+    documented = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in methods
+    }
+    in_table = {(row.method, row.path) for row in HTTP_ROWS}
+    assert documented - in_table == set(), "routes without a row in HTTP_ROWS"
+    assert in_table - documented == set(), "rows for routes the OpenAPI document lacks"
+    covered = {row.msg_type for row in WS_ROWS}
+    assert protocol.CLIENT_TYPES - WS_EXEMPT - covered == set(), "request types without a row"
+    assert covered - protocol.CLIENT_TYPES == set()
+    for row in ROWS:
+        assert set(row.expect) == set(ACTORS), row.name
+    names = [row.name for row in ROWS]
+    assert len(names) == len(set(names)), "two rows share a name (add a variant)"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("how", ["removed", "left", "room deleted"])
+async def test_who_loses_the_room_loses_the_call(world: World, how: str) -> None:
+    """Membership is checked on every request, signaling included: someone removed from the
+    room (or who left it, or whose room was deleted) can no longer signal into its call."""
+    room, call, holder_participant = await world.new_call()
+    other = world.accounts[OTHER]
+    socket = await Socket.open(world.client)
+    try:
+        assert (await socket.request("auth", {"token": other.access_token})).ok
+        joined = await socket.request("call.join", {"callId": call})
+        assert joined.ok, joined
+        offer = {"callId": call, "to": holder_participant, "sdp": "v=0 while a member"}
+        assert (await socket.request("rtc.offer", offer)).ok
+        if how == "removed":
+            path, by = f"/v1/rooms/{room}/members/{other.id}", world.accounts[OWNER]
+        elif how == "left":
+            path, by = f"/v1/rooms/{room}/leave", other
+        else:
+            path, by = f"/v1/rooms/{room}", world.accounts[OWNER]
+        method = "POST" if how == "left" else "DELETE"
+        status, data = await api_call(world.client, method, path, by)
+        assert status == 204, data
+        for kind, payload in (
+            ("rtc.offer", {"sdp": "v=0 after losing the room"}),
+            ("rtc.answer", {"sdp": "v=0 after losing the room"}),
+            ("rtc.ice", {"candidate": None}),
+        ):
+            refused = await socket.request(
+                kind, {"callId": call, "to": holder_participant, **payload}
+            )
+            assert refused.code == "not_in_call", (kind, refused)
+        assert not any(
+            "after losing the room" in json.dumps(f.get("payload")) for f in world.holder.frames
+        )
+    finally:
+        await socket.close()
+
+
+# ---------------------------------------------------------------------------- the world
+
+
+def matrix_settings(database_url: str) -> Settings:
+    return Settings(
+        env="dev",
+        database_url=database_url,
+        migrations_dir=MIGRATIONS,
+        signing_keys=(SigningKey.from_secret(TEST_SECRET),),
+        login_rate_per_minute=100_000,
+        register_rate_per_minute=100_000,
+        # Every case connects from 127.0.0.1; the limits have tests of their own.
+        ws_connect_rate_per_minute=1_000_000,
+        chat_send_burst=100_000,
+        chat_send_per_second=100_000.0,
+        typing_burst=100_000,
+        typing_per_second=100_000.0,
+        signaling_burst=100_000,
+        signaling_per_second=100_000.0,
+        turn_secret="matrix-turn-secret-0123456789abcdef0123456789",
+        turn_uris=("turn:127.0.0.1:3478",),
+        # The shared call rings with one participant for the whole module.
+        call_ring_timeout_seconds=3600.0,
+        call_grace_seconds=1.0,
+    )
+
+
+async def build_world(client: Client, services: Services) -> World:
+    pool = services.pool
+    password_hash = await passwords.hash_password(PASSWORD)
+    users: dict[str, str] = {}
+    async with pool.acquire() as conn, conn.transaction():
+        for actor in (OWNER, ADMIN, MEMBER, OTHER, OUTSIDER, DELETED):
+            users[actor] = str(
+                await conn.fetchval(
+                    "INSERT INTO users (username, display_name, password_hash) "
+                    "VALUES ($1, $1, $2) RETURNING id",
+                    _unique(f"mx-{actor.replace('-', '')}-"),
+                    password_hash,
+                )
+            )
+    world = World(client, services, pool)
+    for actor, user_id in users.items():
+        world.accounts[actor] = await world.new_session(user_id)
+    # The owner's second device, logged out the way a user does it.
+    revoked = await world.new_session(users[OWNER])
+    status, _ = await api_call(client, "POST", "/v1/auth/logout", revoked)
+    assert status == 204
+    world.accounts[REVOKED] = revoked
+    world.room = await world.new_room()
+    world.message = await world.new_message()
+    world.holder = await Socket.open(client)
+    assert (await world.holder.request("auth", {"token": world.accounts[MEMBER].access_token})).ok
+    assert (await world.holder.request("room.join", {"roomId": world.room})).ok
+    started = await world.holder.request("call.start", {"roomId": world.room, "mode": "p2p"})
+    assert started.ok, started
+    world.call = started.value["call"]["callId"]
+    world.holder_participant = started.value["participantId"]
+    # Deleted last: until now the account was an admin of every room like any other.
+    await pool.execute(
+        "UPDATE users SET disabled_at = now() WHERE id = $1", uuid.UUID(users[DELETED])
+    )
+    return world
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(pg_url: str) -> AsyncIterator[World]:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        pool = await create_pool(
+            pg_url, min_size=1, max_size=10, server_settings={"search_path": schema}
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate.apply(conn, MIGRATIONS)
+            services = Services.build(matrix_settings(pg_url), pool)
+            client: Client = TestClient(TestServer(build_app(services), host="127.0.0.1"))
+            await client.start_server()
+            try:
+                built = await build_world(client, services)
+                yield built
+                await built.holder.close()
+            finally:
+                await client.close()
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
