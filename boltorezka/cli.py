@@ -24,6 +24,7 @@ from aiohttp import web
 
 from boltorezka import __version__
 from boltorezka.admin import bulk
+from boltorezka.api.edge import EdgeRunner
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
 from boltorezka.auth.tokens import TokenCodec
@@ -33,9 +34,18 @@ from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
 from boltorezka.store import migrate
-from boltorezka.store.database import EmbeddedUnavailable, create_pool, resolve_database_url
+from boltorezka.store.database import (
+    DatabaseUnavailable,
+    EmbeddedUnavailable,
+    create_pool,
+    resolve_database_url,
+)
 
 _log = structlog.get_logger("boltorezka.cli")
+
+# The database did not answer at start-up (down, unreachable, or refusing the credentials);
+# a supervisor may retry later, unlike for a configuration error (2).
+EXIT_DATABASE_UNAVAILABLE = 6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     except (EmbeddedUnavailable, SfuUnavailable) as exc:
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 5
+    except DatabaseUnavailable as exc:
+        _log.error("database unavailable; not starting", error=str(exc))
+        print(f"boltorezka: {exc}", file=sys.stderr)
+        return EXIT_DATABASE_UNAVAILABLE
 
 
 def _loadtest(argv: list[str]) -> int:
@@ -279,7 +293,8 @@ async def _serve(settings: Settings) -> int:
     services = await start_services(settings)
     bus = make_bus(settings)
     app = build_app(services, bus)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Head deadlines and problem-JSON parser errors at the edge (api/edge.py).
+    runner = EdgeRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

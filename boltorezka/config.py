@@ -8,6 +8,7 @@ secret stops start-up; in ``dev`` mode an ephemeral one is generated for this pr
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -69,7 +70,12 @@ class Settings:
     log_format: str = "json"
     login_rate_per_minute: int = 10
     register_rate_per_minute: int = 5
-    trusted_proxies: bool = False
+    # Peers whose X-Forwarded-For is believed (api/http.py client_ip); empty: none.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # How long a connection may take to send a whole request head (api/edge.py).
+    http_header_timeout_seconds: float = 10.0
+    # How long an idle keep-alive connection stays open between requests.
+    http_keepalive_seconds: float = 75.0
     ws_allowed_origins: tuple[str, ...] = ()
     ws_heartbeat_seconds: float = 20.0
     ws_auth_timeout_seconds: float = 10.0
@@ -159,7 +165,13 @@ class Settings:
             log_format=(get("LOG_FORMAT", "json") or "json").lower(),
             login_rate_per_minute=_int(get, "LOGIN_RATE_PER_MINUTE", 10, 1, 100000),
             register_rate_per_minute=_int(get, "REGISTER_RATE_PER_MINUTE", 5, 1, 100000),
-            trusted_proxies=_bool(get, "TRUST_PROXY_HEADERS", False),
+            trusted_proxies=_trusted_proxies(get),
+            http_header_timeout_seconds=_float(
+                get, "HTTP_HEADER_TIMEOUT_SECONDS", defaults.http_header_timeout_seconds, 0.1, 3600
+            ),
+            http_keepalive_seconds=_float(
+                get, "HTTP_KEEPALIVE_SECONDS", defaults.http_keepalive_seconds, 1, 3600
+            ),
             ws_allowed_origins=tuple(
                 o.strip().rstrip("/")
                 for o in (get("WS_ALLOWED_ORIGINS") or "").split(",")
@@ -241,6 +253,26 @@ def _turn_secret(secret: str | None, secret_file: str | None, *, production: boo
     if secret is not None and production:
         _check_strong(secret, "TURN_SECRET")
     return secret
+
+
+def _trusted_proxies(get: _Getter) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if _bool(get, "TRUST_PROXY_HEADERS", False):
+        # The old switch believed the leftmost X-Forwarded-For entry, which the client writes;
+        # refusing to start beats silently changing whose address the limits count.
+        raise ConfigError(
+            f"{ENV_PREFIX}TRUST_PROXY_HEADERS was replaced by {ENV_PREFIX}TRUSTED_PROXIES: "
+            "list your proxies' addresses or networks (e.g. 10.0.0.5,10.1.0.0/16) and unset it"
+        )
+    networks = []
+    for item in _list(get("TRUSTED_PROXIES")):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise ConfigError(
+                f"{ENV_PREFIX}TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                "(a network must have no host bits set, e.g. 10.1.0.0/16)"
+            ) from None
+    return tuple(networks)
 
 
 def _list(raw: str | None) -> tuple[str, ...]:

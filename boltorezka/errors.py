@@ -208,3 +208,32 @@ class UpgradeRequired(AppError):
     status = 426
     code = "upgrade_required"
     title = "This endpoint only speaks WebSocket: send an Upgrade request"
+
+
+# --- Requests that are not HTTP the server can read: the head (api/edge.py), the body's
+# framing or encoding (api/http.py), or a head that never arrives in time. ---
+
+
+class MalformedRequest(AppError):
+    status = 400
+    code = "malformed_request"
+    title = "The request is not valid HTTP/1.1"
+
+
+class RequestTimeout(AppError):
+    status = 408
+    code = "request_timeout"
+    title = "The request head was not received in time"
+    retryable = True
+
+
+class UriTooLong(AppError):
+    status = 414
+    code = "uri_too_long"
+    title = "The request target is too long"
+
+
+class HeadersTooLarge(AppError):
+    status = 431
+    code = "headers_too_large"
+    title = "The request headers are too large"

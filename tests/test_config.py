@@ -126,6 +126,8 @@ def test_unreadable_secret_file_is_a_config_error(tmp_path: Path) -> None:
         ("LOGIN_RATE_PER_MINUTE", "lots"),
         ("MIGRATE_ON_START", "maybe"),
         ("TRUST_PROXY_HEADERS", "2"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("HTTP_HEADER_TIMEOUT_SECONDS", "soon"),
         ("ENV", "staging"),
     ],
 )
@@ -139,7 +141,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
         PORT="9000",
         HOST="0.0.0.0",
         MIGRATE_ON_START="false",
-        TRUST_PROXY_HEADERS="yes",
+        TRUSTED_PROXIES="10.0.0.5,10.1.0.0/16",
         MAX_BODY_BYTES="2048",
         LOGIN_RATE_PER_MINUTE="7",
         MIGRATIONS_DIR=str(tmp_path),
@@ -147,7 +149,7 @@ def test_values_are_parsed(tmp_path: Path) -> None:
     )
     assert (settings.port, settings.host) == (9000, "0.0.0.0")
     assert settings.migrate_on_start is False
-    assert settings.trusted_proxies is True
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.5/32", "10.1.0.0/16"]
     assert settings.max_body_bytes == 2048
     assert settings.login_rate_per_minute == 7
     assert settings.migrations_dir == tmp_path

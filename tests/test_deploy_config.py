@@ -63,6 +63,10 @@ def test_compose_runs_two_api_nodes_behind_the_shipped_balancer() -> None:
     }
     assert targets == set(api_nodes)
     assert balancer["ports"] == ["8080:8080"]
+    # The nodes believe X-Forwarded-For from the balancer's fixed address, and only from it.
+    balancer_address = balancer["networks"]["default"]["ipv4_address"]
+    for name in api_nodes:
+        assert services[name]["environment"]["BOLTOREZKA_TRUSTED_PROXIES"] == balancer_address
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 3])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -13,6 +15,7 @@ from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
     InvalidInput,
     MalformedJson,
+    MalformedRequest,
     PayloadTooLarge,
     Unauthenticated,
     UnsupportedMediaType,
@@ -20,6 +23,8 @@ from boltorezka.errors import (
 from boltorezka.text import NUL_ESCAPE, has_nul
 
 T = TypeVar("T")
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ACTOR_KEY = web.RequestKey("actor", Actor)
 # Why the Authorization header was rejected; raised only where the caller's identity is needed.
@@ -69,11 +74,18 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     # Chunked bodies carry no Content-Length, so the limit is enforced while reading.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except web.RequestPayloadError as exc:
+        # The client's framing or encoding is broken (bad chunk, undecodable gzip, cut
+        # short): its mistake, not a server failure.
+        lines = str(exc).strip().splitlines()  # aiohttp's text is "400, message:\n  <reason>"
+        reason = lines[-1].strip() if lines else "malformed"
+        raise MalformedRequest(f"the request body cannot be read: {reason}"[:200]) from None
     return b"".join(chunks)
 
 
@@ -143,8 +155,59 @@ def request_info(request: web.Request) -> RequestInfo:
 
 
 def client_ip(request: web.Request) -> str:
-    if request.app[SERVICES].settings.trusted_proxies:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
-    return request.remote or ""
+    """The address rate limits and the audit log count: the TCP peer, or the client a trusted
+    proxy reports for it in ``X-Forwarded-For`` (``BOLTOREZKA_TRUSTED_PROXIES``)."""
+    peer = request.remote or ""
+    trusted = request.app[SERVICES].settings.trusted_proxies
+    if not trusted:
+        return peer
+    return forwarded_client(peer, request.headers.getall("X-Forwarded-For", ()), trusted)
+
+
+# Further than this from the node, an address is not worth believing: real chains (CDN,
+# balancer, ingress) are a few hops long, and the walk must stay cheap on a crafted header.
+MAX_FORWARDED_HOPS = 16
+
+
+def forwarded_client(peer: str, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]) -> str:
+    """The client's address behind the proxies in ``trusted``.
+
+    Every proxy appends the address it received the request from, so only the entries
+    appended by trusted proxies are believable, and those are at the right: read from the
+    right, skipping trusted proxies; the first address that is not one is the client. The
+    client writes whatever it likes to the left of that, so nothing further is read. A
+    malformed entry stops the walk at the hop that wrote it, the last one known to be true.
+    """
+    # A link-local peer may carry its interface (fe80::1%eth0); trust is about the address.
+    hop = _address(peer.partition("%")[0])
+    if hop is None or not _is_trusted(hop, trusted):
+        return peer
+    client = peer
+    # Repeated header fields are one comma-separated list, in order (RFC 9110, 5.3);
+    # HAProxy's ``option forwardfor`` adds a field of its own rather than appending.
+    entries = [entry.strip() for entry in ",".join(forwarded_for).split(",")]
+    for entry in [e for e in reversed(entries) if e][:MAX_FORWARDED_HOPS]:
+        address = _address(entry)
+        if address is None:
+            break
+        client = str(address)
+        if not _is_trusted(address, trusted):
+            break
+    return client
+
+
+def _address(text: str) -> IPAddress | None:
+    if "%" in text:
+        return None  # an interface name means nothing a hop away, and its length is unbounded
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
+    return any(address in network for network in trusted)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,37 @@ _HANDLE_PIDS = ".handle_pids.json"
 
 class EmbeddedUnavailable(RuntimeError):
     """No database URL is configured and the embedded PostgreSQL is not installed."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be connected to: down, unreachable, or refusing the credentials.
+
+    The message names the URL, password redacted, and the reason, in one line.
+    """
+
+    def __init__(self, url: str, exc: BaseException) -> None:
+        reason = str(exc).strip().replace("\n", " ") or "timed out"
+        super().__init__(
+            f"cannot connect to the database at {redact_url(url)}: {type(exc).__name__}: {reason}"
+        )
+
+
+# What failing to connect raises: refused, unresolvable or timed-out sockets (OSError,
+# TimeoutError), and the server's refusals (bad password, no such database, starting up).
+_CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_QUERY_PASSWORD = re.compile(r"(?i)(\bpassword=)[^&]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, in the authority or the query, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return _QUERY_PASSWORD.sub(r"\1***", f"{scheme}://{authority}{slash}{tail}")
 
 
 class PooledConnection(asyncpg.Connection):
@@ -110,14 +142,26 @@ async def resolve_database_url(settings: Settings) -> tuple[str, Any]:
 async def create_pool(
     url: str, *, min_size: int, max_size: int, server_settings: dict[str, str] | None = None
 ) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        init=_init_connection,
-        server_settings=server_settings,
-        connection_class=PooledConnection,
-        command_timeout=30,
-    )
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            server_settings=server_settings,
+            connection_class=PooledConnection,
+            command_timeout=30,
+        )
+    except _CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(url, exc) from exc
     assert pool is not None
+    if min_size == 0:
+        # An empty pool connects on first use: check now, so a wrong URL fails start-up
+        # rather than the first request.
+        try:
+            async with pool.acquire():
+                pass
+        except _CONNECT_ERRORS as exc:
+            await pool.close()
+            raise DatabaseUnavailable(url, exc) from exc
     return pool
