@@ -26,6 +26,7 @@ from boltorezka.errors import (
     NotAMember,
     RoomArchived,
     RoomNotFound,
+    Unavailable,
 )
 from boltorezka.events import RoomEvent
 from boltorezka.messages.service import MessageService, PostResult
@@ -386,8 +387,11 @@ async def test_a_database_failure_fails_the_whole_batch_and_commits_none_of_it(
         finally:
             await transaction.rollback()
     for result in results:
-        assert isinstance(result, InternalError) and result.retryable, result
-        assert result.detail == "the message was not stored; send it again"
+        # A lost connection reads as an outage: retryable, with a delay to wait.
+        assert isinstance(result, Unavailable) and result.retryable, result
+        assert result.code == "unavailable"
+        assert result.extra["retryAfterMs"] > 0
+        assert result.detail == "the database is unreachable; send it again"
     assert world.writer.batches_run == 1
     for room in (locked, free):
         assert await world.seqs(room) == [] and await world.last_seq(room) == 0

@@ -27,6 +27,7 @@ from boltorezka.errors import (
     RateLimited,
     RoomArchived,
     RoomNotFound,
+    Unavailable,
 )
 from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
 from boltorezka.ratelimit import Limiter
@@ -41,6 +42,9 @@ from boltorezka.store import messages as store
 from boltorezka.store import rooms as room_store
 from boltorezka.store.records import Message
 from boltorezka.store.writer import MessageWriter, WriteFailed
+
+# How long a client is asked to wait before resending while the database is unreachable.
+_OUTAGE_RETRY_MS = 1000
 
 
 class PostResult(msgspec.Struct, frozen=True):
@@ -104,8 +108,11 @@ class MessageService:
                 room_id, actor.user_id, client_msg_id, body, reply_to
             )
         except WriteFailed as exc:
-            # Retryable, as any failure inside the server: the batch rolled back, and a retry
-            # with the same clientMsgId is answered with the original if it did commit.
+            # Retryable either way: the batch rolled back, and a retry with the same
+            # clientMsgId is answered with the original if it did commit. An outage says so,
+            # so clients back off instead of reporting a bug.
+            if exc.unavailable:
+                raise Unavailable(str(exc), retryAfterMs=_OUTAGE_RETRY_MS) from exc
             raise InternalError(str(exc)) from exc
         if stored.outcome not in ("created", "duplicate"):
             raise _REFUSALS[stored.outcome]()

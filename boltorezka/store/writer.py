@@ -42,6 +42,14 @@ _CALL = "SELECT * FROM post_messages($1::uuid[], $2::uuid[], $3::text[], $4::tex
 _ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 # The whole transaction was undone and may simply be run again.
 _RETRY_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+# The database cannot be reached, or is shutting down: an outage, not a bug in a batch.
+_OUTAGE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +61,13 @@ class Stored:
 
 
 class WriteFailed(Exception):
-    """The send was not stored (its whole batch rolled back, or its row was refused)."""
+    """The send was not stored (its whole batch rolled back, or its row was refused);
+    ``unavailable`` when the database could not be reached at all."""
 
-    def __init__(self, detail: str, *, retryable: bool) -> None:
+    def __init__(self, detail: str, *, retryable: bool, unavailable: bool = False) -> None:
         super().__init__(detail)
         self.retryable = retryable
+        self.unavailable = unavailable
 
 
 class WriterClosed(WriteFailed):
@@ -92,6 +102,7 @@ class MessageWriter:
         # transaction stalls only the batch that needs it, not every send on the node.
         self._slots = asyncio.Semaphore(max_in_flight)
         self._retries = retries
+        self._in_outage = False
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
@@ -183,6 +194,9 @@ class MessageWriter:
                 rows = await self._call(conn, batch)
                 # Answer before the pool resets the connection: the commit already happened.
                 by_index = {row["idx"]: _stored(row) for row in rows}
+                if self._in_outage:
+                    self._in_outage = False
+                    _log.info("database reachable again; sends are stored")
                 for i, pending in enumerate(batch, start=1):
                     if not pending.future.done():
                         pending.future.set_result(by_index[i])
@@ -202,6 +216,18 @@ class MessageWriter:
         except asyncio.CancelledError:
             _fail(batch, "the message was not stored", retryable=True)
             raise
+        except _OUTAGE_ERRORS as exc:
+            # Once per outage, not once per batch: while it lasts, every batch fails alike.
+            if not self._in_outage:
+                self._in_outage = True
+                _log.error("database unreachable; sends are refused as retryable", error=repr(exc))
+            _fail(
+                batch,
+                "the database is unreachable; send it again",
+                retryable=True,
+                unavailable=True,
+            )
+            return
         except Exception as exc:
             # The batch's one transaction rolled back (or its outcome is unknown): every
             # caller may retry, and a retry with the same clientMsgId cannot store it twice.
@@ -237,7 +263,11 @@ def _stored(row: Any) -> Stored:
     return Stored(outcome, message)
 
 
-def _fail(batch: list[_Pending], detail: str, *, retryable: bool) -> None:
+def _fail(
+    batch: list[_Pending], detail: str, *, retryable: bool, unavailable: bool = False
+) -> None:
     for pending in batch:
         if not pending.future.done():
-            pending.future.set_exception(WriteFailed(detail, retryable=retryable))
+            pending.future.set_exception(
+                WriteFailed(detail, retryable=retryable, unavailable=unavailable)
+            )
