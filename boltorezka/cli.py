@@ -29,7 +29,7 @@ from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
 from boltorezka.auth.tokens import TokenCodec
 from boltorezka.bus import Bus
-from boltorezka.bus.redis import RedisBus
+from boltorezka.bus.factory import redis_bus
 from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
 from boltorezka.observability.logging import configure
@@ -209,7 +209,7 @@ def bus_socket_path(settings: Settings) -> Path:
 
 def make_bus(settings: Settings) -> Bus:
     if settings.redis_url:
-        return RedisBus(settings.redis_url)
+        return redis_bus(settings.redis_url)  # one Redis, or a cluster (redis+cluster://)
     return SocketBus(bus_socket_path(settings))
 
 
@@ -222,7 +222,7 @@ async def _sfu(settings: Settings, socket_path: str | None) -> int:
     if socket_path:
         bus = SocketBusClient(Path(socket_path))
     elif settings.redis_url:
-        bus = RedisBus(settings.redis_url)
+        bus = redis_bus(settings.redis_url)
     else:
         bus = SocketBusClient(bus_socket_path(settings))
     await sfu_process.run(bus, ice_addresses=settings.sfu_ice_addresses)

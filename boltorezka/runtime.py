@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import redis.asyncio as aioredis
 
 from boltorezka.auth.service import AuthService
 from boltorezka.auth.tokens import TokenCodec
@@ -17,7 +16,7 @@ from boltorezka.config import Settings
 from boltorezka.messages.service import MessageService
 from boltorezka.observability.metrics import Metrics
 from boltorezka.ratelimit import Limiter, TokenBucketLimiter
-from boltorezka.ratelimit_shared import limiter
+from boltorezka.ratelimit_shared import SharedRedis, connect, limiter
 from boltorezka.rooms.service import RoomService
 from boltorezka.rtc import turn
 from boltorezka.store.writer import MessageWriter
@@ -39,7 +38,7 @@ class Services:
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     # The Redis the shared rate limits live in (None: each process keeps its own).
-    redis: aioredis.Redis | None = None
+    redis: SharedRedis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -53,11 +52,8 @@ class Services:
     ) -> Services:
         metrics = Metrics()
         # Login, sign-up, connect and send budgets hold across nodes when they share Redis.
-        redis = (
-            aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=1)
-            if settings.redis_url
-            else None
-        )
+        # (A redis+cluster:// URL gives a cluster client: ratelimit_shared.connect.)
+        redis = connect(settings.redis_url) if settings.redis_url else None
 
         def shared(name: str, buckets: TokenBucketLimiter) -> Limiter:
             return limiter(buckets, name, redis, redis_prefix)

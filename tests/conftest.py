@@ -22,6 +22,7 @@ from boltorezka.config import Settings, SigningKey
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool
+from tests.redis_cluster import PrivateRedisCluster, find_program
 from tests.redis_server import REDIS_SERVER, PrivateRedis, require_program
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,3 +173,17 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """A 3-master Redis Cluster of the session's own (tests/redis_cluster.py); a test that
+    breaks it calls ``ensure_healthy()`` first (the cluster tests' fixtures do)."""
+    server = require_program(find_program("redis-server"), "redis-server 7+")
+    cli = require_program(find_program("redis-cli"), "redis-cli 7+")
+    cluster = PrivateRedisCluster(tmp_path_factory.mktemp("redis-cluster"), server, cli)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

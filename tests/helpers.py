@@ -248,3 +248,23 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def eventually(
+    check: Any, what: str, *, timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """Poll ``check()`` (a function, sync or async, returning a truth value) until it is
+    true; fail saying ``what`` was awaited once ``timeout`` seconds have passed."""
+    import asyncio
+    import inspect
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {what}")
+        await asyncio.sleep(interval)

@@ -1,5 +1,6 @@
-"""Three nodes behind a real HAProxy (deploy/haproxy.cfg as shipped), on one Redis of the
-test's own and the test's PostgreSQL schema; every process on 127.0.0.1.
+"""Three nodes behind a real HAProxy (deploy/haproxy.cfg as shipped), on the test's
+PostgreSQL schema, every process on 127.0.0.1; each test runs twice: on one Redis of the
+test's own, and on the session's 3-master Redis Cluster (sharded pub/sub).
 
 - A node SIGKILLed mid-burst: its clients reconnect through the balancer to the others and
   resume; every client ends up with every acknowledged message exactly once, in order; a
@@ -31,6 +32,7 @@ from boltorezka_client import BoltorezkaClient
 
 from tests.conftest import ROOT
 from tests.helpers import cli_env, free_port, url_with_search_path
+from tests.redis_cluster import PrivateRedisCluster
 from tests.redis_server import PrivateRedis, require_program
 
 if TYPE_CHECKING:
@@ -162,19 +164,30 @@ class Cluster:
         return data["user"]["id"], data["accessToken"]
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def redis_url_for_nodes(request: pytest.FixtureRequest) -> str:
+    """What the nodes share: a Redis of the test's own, or the session's Redis Cluster."""
+    if request.param == "redis":
+        private: PrivateRedis = request.getfixturevalue("private_redis")
+        await private.wait_up()
+        return private.url
+    shared: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+    shared.ensure_healthy()
+    return shared.url
+
+
 @pytest.fixture
 async def cluster(
-    test_db: TestDatabase, private_redis: PrivateRedis, tmp_path: Path
+    test_db: TestDatabase, redis_url_for_nodes: str, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
     require_program(HAPROXY, "haproxy")
-    await private_redis.wait_up()
     data_dir = Path(tempfile.mkdtemp(prefix="bz-cluster-"))
     nodes = []
     for i in range(3):
         port = free_port()
         env = cli_env(
             DATABASE_URL=url_with_search_path(test_db.url, test_db.schema),
-            REDIS_URL=private_redis.url,
+            REDIS_URL=redis_url_for_nodes,
             DATA_DIR=str(data_dir / f"node{i + 1}"),
             NODE_ID=f"node{i + 1}",
             PORT=str(port),

@@ -6,14 +6,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from boltorezka.app import build_app
 from boltorezka.config import Settings
+from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.ratelimit_shared import RETRY_AFTER_SECONDS, SharedLimiter
 from boltorezka.runtime import Services
 from tests.helpers import PASSWORD, expect_problem, free_port, register
 
@@ -71,3 +74,33 @@ async def test_without_redis_each_node_keeps_its_own_budget(
     finally:
         for node in (one, two):
             await node.close()
+
+
+class _Unreachable:
+    """A Redis client whose every script call fails, counting the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def register_script(self, script: str) -> Any:
+        async def run(keys: list[str], args: list[float]) -> int:
+            self.calls += 1
+            raise RedisConnectionError("down")
+
+        return run
+
+
+async def test_after_a_failure_redis_is_left_alone_for_a_moment() -> None:
+    """A Redis in trouble (a cluster answering CLUSTERDOWN takes a quarter of a second) is
+    not asked on every request: the node's own bucket answers, then Redis is tried again."""
+    now = [1000.0]
+    redis = _Unreachable()
+    own = TokenBucketLimiter(2, 1.0, clock=lambda: now[0])
+    limiter = SharedLimiter(cast(Any, redis), "t", own, prefix="p:", clock=lambda: now[0])
+    assert await limiter.take("k") == 0
+    assert await limiter.take("k") == 0
+    assert await limiter.take("k") > 0  # the node's own bucket of two is empty
+    assert redis.calls == 1
+    now[0] += RETRY_AFTER_SECONDS
+    await limiter.take("k")
+    assert redis.calls == 2
