@@ -98,6 +98,8 @@ async def running_server(database_url: str = DEFAULT_DB, **settings: str) -> Asy
                 "BOLTOREZKA_LOG_LEVEL": "warning",
                 "BOLTOREZKA_REGISTER_RATE_PER_MINUTE": "100000",
                 "BOLTOREZKA_WS_CONNECT_RATE_PER_MINUTE": "100000",
+                # Every bench client connects from 127.0.0.1.
+                "BOLTOREZKA_WS_MAX_PER_ADDRESS": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )

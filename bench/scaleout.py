@@ -111,6 +111,7 @@ async def deployment(database_url: str, count: int) -> AsyncIterator[Deployment]
                     "BOLTOREZKA_SFU": "off",
                     "BOLTOREZKA_REGISTER_RATE_PER_MINUTE": "100000",
                     "BOLTOREZKA_WS_CONNECT_RATE_PER_MINUTE": "100000",
+                    "BOLTOREZKA_WS_MAX_PER_ADDRESS": "0",
                     "BOLTOREZKA_CHAT_SEND_BURST": "100000",
                     "BOLTOREZKA_CHAT_SEND_PER_SECOND": "100000",
                     "BOLTOREZKA_WS_OUTBOUND_QUEUE": "4096",

@@ -83,6 +83,9 @@ class Settings:
     ws_outbound_queue: int = 256
     ws_violation_budget: int = 20
     ws_connect_rate_per_minute: int = 60
+    # Open sockets this node holds per client address and per user; 0: no cap.
+    ws_max_per_address: int = 200
+    ws_max_per_user: int = 50
     ws_drain_seconds: float = 10.0
     drain_prestop_seconds: float = 0.0
     ws_close_timeout_seconds: float = 5.0
@@ -183,6 +186,8 @@ class Settings:
             ws_outbound_queue=_int(get, "WS_OUTBOUND_QUEUE", 256, 1, 1_000_000),
             ws_violation_budget=_int(get, "WS_VIOLATION_BUDGET", 20, 1, 1_000_000),
             ws_connect_rate_per_minute=_int(get, "WS_CONNECT_RATE_PER_MINUTE", 60, 1, 1_000_000),
+            ws_max_per_address=_int(get, "WS_MAX_PER_ADDRESS", 200, 0, 10_000_000),
+            ws_max_per_user=_int(get, "WS_MAX_PER_USER", 50, 0, 10_000_000),
             ws_drain_seconds=_float(get, "WS_DRAIN_SECONDS", 10.0, 0, 600),
             drain_prestop_seconds=_float(get, "DRAIN_PRESTOP_SECONDS", 0.0, 0, 600),
             ws_close_timeout_seconds=_float(get, "WS_CLOSE_TIMEOUT_SECONDS", 5.0, 0.1, 600),

@@ -102,7 +102,7 @@ class Services:
             pool=pool,
             metrics=metrics,
             auth=auth,
-            rooms=RoomService(pool),
+            rooms=RoomService(pool, membership_ended=calls.membership_ended),
             messages=MessageService(
                 pool,
                 writer,

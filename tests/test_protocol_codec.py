@@ -365,7 +365,9 @@ def test_close_code_table() -> None:
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000,
         "GOING_AWAY": 1001,
+        "PROTOCOL_ERROR": 1002,
         "SERVICE_RESTART": 1012,
+        "TRY_AGAIN_LATER": 1013,
         "AUTH_FAILED": 4001,
         "AUTH_TIMEOUT": 4002,
         "SESSION_EXPIRED": 4003,
@@ -375,6 +377,7 @@ def test_close_code_table() -> None:
         "SLOW_CONSUMER_RESUME": 4009,
         "HEARTBEAT_TIMEOUT": 4010,
         "RATE_LIMITED_CONNECT": 4029,
+        "TOO_MANY_CONNECTIONS": 4030,
     }
     # An accidental duplicate value would silently become an alias, not a member.
     assert len(CloseCode.__members__) == len(CloseCode)
@@ -382,7 +385,7 @@ def test_close_code_table() -> None:
 
 @pytest.mark.parametrize("code", list(CloseCode), ids=lambda c: c.name)
 def test_close_code_is_described(code: CloseCode) -> None:
-    assert code in (1000, 1001, 1012) or 4000 <= code <= 4999
+    assert code in (1000, 1001, 1002, 1012, 1013) or 4000 <= code <= 4999
     assert describe(code) == describe(int(code)) == code.description
     assert code.description and "\n" not in code.description
     assert code.reason == code.name.lower()

@@ -291,6 +291,40 @@ class CallService:
         await self._announce(call)
         return {"callId": str(call.id), "state": call.state.value}
 
+    async def membership_ended(self, room_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
+        """``user_id`` is no longer a member of the room (None: the room was deleted), so
+        their place in the room's live call ends, wherever the call is held."""
+        call_id = await store.live_call_id(self._pool, room_id)
+        if call_id is None:
+            return
+        if (host := await self._remote_host(call_id, forwarded=False)) is not None:
+            assert self.cluster is not None
+            args = {"callId": str(call_id), "userId": str(user_id) if user_id else None}
+            await self.cluster.forward(host, "membership_ended", args)
+            return
+        await self._end_membership_here(call_id, user_id)
+
+    async def _end_membership_here(self, call_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
+        call = self.calls.get(call_id)
+        if call is None or not call.live:
+            return
+        if user_id is None:
+            async with self._lock_of(call.id):
+                if not call.live:
+                    return
+                leaving = list(call.participants.values())
+                call.end("room_deleted")
+                await self._persist_end(call)
+            for participant in leaving:
+                await self._sfu_left(call, participant)
+            self._metrics.call_events.labels("end").inc()
+            await self._announce(call)
+            return
+        for participant in [p for p in call.participants.values() if p.user_id == user_id]:
+            if not call.live:
+                break
+            await self._remove(call, participant, "removed_from_room")
+
     async def connection_closed(self, connection_id: str) -> None:
         """A socket died: every node holding one of its calls starts the grace period."""
         if self.cluster is not None:
@@ -525,6 +559,12 @@ class CallService:
 
     async def handle_forwarded(self, op: str, args: dict[str, Any]) -> Any:
         """Run a request another node forwarded here because this node holds the call."""
+        if op == "membership_ended":
+            user = args.get("userId")
+            await self._end_membership_here(
+                uuid.UUID(str(args["callId"])), uuid.UUID(str(user)) if user else None
+            )
+            return None
         connection_id = str(args["connectionId"])
         call_id = uuid.UUID(str(args["callId"]))
         actor = (

@@ -1,7 +1,7 @@
 """WebSocket close codes the realtime gateway uses, and what a client should do on each.
 
-1000/1001/1012 are the standard RFC 6455 / IANA codes. Application codes live in the
-4000-4999 range that RFC 6455 reserves for private use. Codes are stable: clients branch on
+1000/1001/1002/1012/1013 are the standard RFC 6455 / IANA codes. Application codes live in
+the 4000-4999 range that RFC 6455 reserves for private use. Codes are stable: clients branch on
 them, so a code is never reused for a different meaning.
 
 Each member carries a one-line description; `protocol/README.md` reuses these lines verbatim
@@ -26,9 +26,22 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000, "Session ended on purpose (logout or client close); do not reconnect."
     GOING_AWAY = 1001, "The server is shutting down without draining; reconnect with backoff."
+    # RFC 6455 §5.1 and §7.4.1: sent for an unmasked client frame (and by aiohttp's reader
+    # for other framing errors, such as reserved bits or a fragmented control frame).
+    PROTOCOL_ERROR = (
+        1002,
+        "A frame broke the WebSocket protocol (such as an unmasked client frame); fix the client.",
+    )
     SERVICE_RESTART = (
         1012,
         "The node is draining for a restart; reconnect after a short delay and resume.",
+    )
+    # IANA "Try Again Later": the auth could not be checked (the database is unreachable, or
+    # the server failed); nothing is wrong with the token, so clients keep it and come back.
+    TRY_AGAIN_LATER = (
+        1013,
+        "The server could not serve this connection now (such as a database outage); "
+        "reconnect with backoff.",
     )
     AUTH_FAILED = 4001, "The auth token was rejected; get a new token before reconnecting."
     AUTH_TIMEOUT = 4002, "No successful auth arrived in time after connecting; reconnect."
@@ -51,6 +64,11 @@ class CloseCode(IntEnum):
     )
     HEARTBEAT_TIMEOUT = 4010, "No traffic within the heartbeat deadline; reconnect and resume."
     RATE_LIMITED_CONNECT = 4029, "Too many connection attempts; reconnect with backoff."
+    # Counted per node (BOLTOREZKA_WS_MAX_PER_USER): the client's other sockets are fine.
+    TOO_MANY_CONNECTIONS = (
+        4030,
+        "This user has too many open connections on this node; close one, reconnect with backoff.",
+    )
 
     @property
     def reason(self) -> str:

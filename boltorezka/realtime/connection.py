@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -42,7 +43,7 @@ class RoomSubscription:
 class Connection:
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: web.WebSocketResponse[Any],
         *,
         transport: asyncio.Transport | None,
         queue_size: int,
@@ -61,7 +62,12 @@ class Connection:
         self.subscriptions: dict[uuid.UUID, RoomSubscription] = {}
         self.member_rooms: set[uuid.UUID] = set()
         self.violations = 0
+        # Where the upgrade request came from, with its request id.
         self.request_info = RequestInfo()
+        # Envelopes received so far; numbers the server-side id of each (see envelope_id).
+        self.envelopes = 0
+        # The server-side request id of the envelope being handled, or handled last.
+        self.envelope_id = ""
         # Set whenever identity or token expiry changes, to wake the session watchdog.
         self.session_changed = asyncio.Event()
         self.close_code: int | None = None
@@ -81,6 +87,19 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self.close_code is not None or self.ws.closed
+
+    def next_envelope_id(self) -> str:
+        """A request id for the next envelope: unique (the connection id is a random UUID),
+        cheap (no randomness per frame) and telling which connection it came in on."""
+        self.envelopes += 1
+        self.envelope_id = f"{self.id}-{self.envelopes}"
+        return self.envelope_id
+
+    def envelope_info(self) -> RequestInfo:
+        """The request info of the envelope being handled, for the audit log: its own
+        request id, so an audit row points at the log lines of the request that made it."""
+        own = self.envelope_id or self.request_info.request_id
+        return replace(self.request_info, request_id=own)
 
     def send(self, message: protocol.ServerMessage) -> None:
         self.send_raw(protocol.encode(message))

@@ -1,13 +1,22 @@
-"""The WebSocket endpoint ``/v1/ws``: upgrade checks, the read loop, errors and draining."""
+"""The WebSocket endpoint ``/v1/ws``: upgrade checks, the read loop, errors and draining.
+
+Log lines of one socket carry its ``connection`` id; those written while an envelope is
+handled also carry a ``request_id`` of that envelope's own (``<connection>-<n>``) and, when
+the frame has a readable one, the client's ``requestId`` as ``client_request_id``. Lines of
+the socket itself (opening, closing) keep the upgrade request's ``request_id``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import structlog
 from aiohttp import WSMsgType, web
 
@@ -23,8 +32,9 @@ from boltorezka.errors import (
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.connection import Connection
-from boltorezka.realtime.handlers import ALREADY_ACKED, RequestHandlers
+from boltorezka.realtime.handlers import ALREADY_ACKED, RequestHandlers, TooManyConnections
 from boltorezka.realtime.hub import Hub
+from boltorezka.realtime.wsreader import StrictWebSocketResponse
 from boltorezka.runtime import Services
 
 _log = structlog.get_logger("boltorezka.gateway")
@@ -40,6 +50,17 @@ FEATURES = [
     "sfu",
 ]
 BINARY_NOT_SUPPORTED = "binary_not_supported"
+# The database cannot be reached, or is shutting down: an outage, not a bug in a handler.
+# The same classification as the message writer's (store/writer.py) for chat.send.
+_OUTAGE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+# How long a client is asked to wait before retrying while the database is unreachable.
+_OUTAGE_RETRY_MS = 1000
 # Frames up to this multiple of the limit are read and answered with frame_too_large;
 # beyond it the transport refuses to buffer them at all and closes with 1009.
 _HARD_FRAME_FACTOR = 4
@@ -59,6 +80,9 @@ class Gateway:
         self.node_id = hub.node_id
         self._connect_limiter = services.connect_limiter
         self.draining = False
+        # Open sockets per client address on this node: counted at the upgrade, so the cap
+        # costs a dict lookup rather than a walk over the hub's connections.
+        self._per_address: dict[str, int] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -84,12 +108,30 @@ class Gateway:
         if self.draining:
             raise Unavailable("this node is draining; reconnect to another one")
         self._check_origin(request)
-        wait_ms = await self._connect_limiter.take(f"ip:{client_ip(request)}")
+        address = client_ip(request)
+        wait_ms = await self._connect_limiter.take(f"ip:{address}")
         if wait_ms:
             raise RateLimited(wait_ms, "too many WebSocket connections from this address")
+        # No await between the check and the count, so concurrent upgrades cannot overshoot.
+        cap = self.settings.ws_max_per_address
+        open_here = self._per_address.get(address, 0)
+        if cap and open_here >= cap:
+            raise TooManyConnections(
+                f"this address already has {cap} open WebSocket connections on this node"
+            )
+        self._per_address[address] = open_here + 1
+        try:
+            return await self._serve(request)
+        finally:
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
 
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         settings = self.settings
-        ws = web.WebSocketResponse(
+        ws = StrictWebSocketResponse(
             heartbeat=settings.ws_heartbeat_seconds,
             max_msg_size=settings.ws_max_frame_bytes * _HARD_FRAME_FACTOR,
             autoping=True,
@@ -128,6 +170,12 @@ class Gateway:
                         ),
                     )
                 elif frame.type == WSMsgType.ERROR:
+                    # aiohttp has closed the socket already: 1002 for a frame that breaks
+                    # RFC 6455 (unmasked, reserved bits), 1009 for one over the hard limit.
+                    self.services.metrics.ws_closes.labels(str(ws.close_code)).inc()
+                    _log.info(
+                        "websocket protocol error", close=ws.close_code, error=str(frame.data)
+                    )
                     break
                 if conn.closed:
                     break
@@ -168,15 +216,30 @@ class Gateway:
 
     # --- frames ---------------------------------------------------------------------------
 
-    async def _on_text(self, conn: Connection, data: str) -> None:
+    async def _on_text(self, conn: Connection, data: str | bytes) -> None:
+        envelope_id = conn.next_envelope_id()
         try:
             message = protocol.decode_client(data, max_frame_bytes=self.settings.ws_max_frame_bytes)
         except protocol.ProtocolError as exc:
-            self._violation(conn, exc.to_nack())
+            tokens = _bind_envelope(envelope_id, exc.request_id)
+            try:
+                _log.debug("ws frame rejected", code=exc.code)
+                self._violation(conn, exc.to_nack())
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
             return
+        tokens = _bind_envelope(envelope_id, message.request_id)
+        try:
+            await self._on_request(conn, message)
+        finally:
+            # Back to the socket's own ids (the upgrade request's) between envelopes.
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _on_request(self, conn: Connection, message: protocol.ClientMessage) -> None:
         msg_type = protocol.message_type(message)
         self.services.metrics.ws_messages_in.labels(msg_type).inc()
         if not conn.authenticated and not isinstance(message, protocol.Auth | protocol.Ping):
+            _log.debug("ws request", type=msg_type, outcome="unauthenticated")
             self._nack(
                 conn,
                 message.request_id,
@@ -185,22 +248,64 @@ class Gateway:
             )
             return
         handler = self.handlers.table[type(message)]
+        started = time.perf_counter()
+        outcome = "ack"
         self._begin()
         try:
             result = await handler(conn, message)
         except AppError as error:
+            outcome = error.code
             self._nack_error(conn, message.request_id, error)
             if isinstance(message, protocol.Auth) and not conn.authenticated:
-                await conn.close(CloseCode.AUTH_FAILED, flush=True)
+                await self._auth_failed(conn, error)
+            return
+        except _OUTAGE_ERRORS as exc:
+            # Every request fails alike while it lasts: a line each, but no traceback.
+            unavailable = Unavailable(
+                "the database is unreachable; try again", retryAfterMs=_OUTAGE_RETRY_MS
+            )
+            outcome = unavailable.code
+            self._nack_error(conn, message.request_id, unavailable)
+            _log.warning("database unreachable", type=msg_type, error=repr(exc))
+            if isinstance(message, protocol.Auth) and not conn.authenticated:
+                await self._auth_failed(conn, unavailable)
             return
         except Exception:
+            internal = InternalError()
+            outcome = internal.code
+            # Answer first: rendering the traceback must not delay the client.
+            self._nack_error(conn, message.request_id, internal)
             _log.exception("handler failed", type=msg_type)
-            self._nack_error(conn, message.request_id, InternalError())
+            if isinstance(message, protocol.Auth) and not conn.authenticated:
+                await self._auth_failed(conn, internal)
             return
         finally:
             self._end()
+            _log.debug(
+                "ws request",
+                type=msg_type,
+                outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
         if result is not ALREADY_ACKED:
             conn.send(protocol.ack(message.request_id, result))
+
+    async def _auth_failed(self, conn: Connection, error: AppError) -> None:
+        """Close a socket whose ``auth`` failed, with a code that says what to do next.
+
+        It would otherwise sit unauthenticated until the auth timeout, and a client that
+        waits for the close to reconnect would wait that long for nothing.
+        """
+        if isinstance(error, TooManyConnections):
+            code = CloseCode.TOO_MANY_CONNECTIONS
+        elif error.retryable:
+            # The token was not judged (the database is down, or the server failed): the
+            # client keeps it and comes back later.
+            code = CloseCode.TRY_AGAIN_LATER
+        else:
+            code = CloseCode.AUTH_FAILED
+        _log.info("ws auth failed", code=error.code, close=int(code))
+        await conn.close(code, flush=True)
 
     def _nack_error(self, conn: Connection, request_id: str | None, error: AppError) -> None:
         retry = error.extra.get("retryAfterMs")
@@ -319,6 +424,21 @@ class Gateway:
             *(conn.close(CloseCode.SERVICE_RESTART, flush=True) for conn in connections),
             return_exceptions=True,
         )
+
+
+def _bind_envelope(
+    envelope_id: str, client_request_id: str | None
+) -> Mapping[str, contextvars.Token[Any]]:
+    """Bind an envelope's ids into the log context; return the tokens that undo it.
+
+    Tokens rather than ``bound_contextvars``, which reads the whole context to save it: this
+    runs for every frame.
+    """
+    if client_request_id is None:
+        return structlog.contextvars.bind_contextvars(request_id=envelope_id)
+    return structlog.contextvars.bind_contextvars(
+        request_id=envelope_id, client_request_id=client_request_id
+    )
 
 
 def attach(app: web.Application, gateway: Gateway) -> None:

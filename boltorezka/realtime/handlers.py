@@ -38,6 +38,15 @@ class TokenMismatch(AppError):
     title = "auth.refresh must carry a token for the same user and device session"
 
 
+class TooManyConnections(AppError):
+    """A per-node cap on open sockets was reached: per client address at the upgrade (HTTP
+    429), per user at ``auth`` (nack, then close 4030). Retrying at once cannot help."""
+
+    status = 429
+    code = "too_many_connections"
+    title = "Too many open WebSocket connections"
+
+
 def _message_dict(message: Message) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(message)
     return data
@@ -92,6 +101,13 @@ class RequestHandlers:
         if user is None:
             raise Unauthenticated("the account no longer exists")
         rooms = await room_store.room_ids_for_user(self.services.pool, actor.user_id)
+        # Checked after the last await and right before the hub counts this connection, so
+        # concurrent auths of one user cannot all pass the check and overshoot the cap.
+        cap = self.services.settings.ws_max_per_user
+        if cap and len(self.hub.by_user.get(actor.user_id, ())) >= cap:
+            raise TooManyConnections(
+                f"this user already has {cap} open connections on this node; close one first"
+            )
         conn.user_id, conn.session_id = actor.user_id, actor.session_id
         conn.username = user.username
         conn.token_expires_at = expires_at
@@ -238,7 +254,7 @@ class RequestHandlers:
     async def chat_delete(self, conn: Connection, msg: protocol.ChatDelete) -> Any:
         p = msg.payload
         message = await self.services.messages.delete(
-            self.actor(conn), p.room_id, p.message_id, conn.request_info
+            self.actor(conn), p.room_id, p.message_id, conn.envelope_info()
         )
         return {"messageId": str(message.id), "seq": message.seq}
 

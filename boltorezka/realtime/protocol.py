@@ -981,6 +981,21 @@ def _utf8(frame: str | bytes) -> bytes:
         raise ProtocolError(MALFORMED_JSON, _NOT_UTF8) from None
 
 
+def _is_utf8(data: bytes) -> bool:
+    """Whether all of ``data`` is UTF-8 (RFC 6455 text frames must be, RFC 3629 strictly).
+
+    msgspec checks UTF-8 only in the strings it materialises, so bytes in a skipped field
+    (an unknown envelope key) would otherwise pass. ASCII, the common case, costs one scan.
+    """
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _frame_bytes(frame: str | bytes, max_frame_bytes: int) -> bytes:
     # A code point is at least one UTF-8 byte, so a str longer than the limit is rejected
     # before paying for the encode.
@@ -992,7 +1007,12 @@ def _frame_bytes(frame: str | bytes, max_frame_bytes: int) -> bytes:
 
 
 def _diagnose(
-    data: bytes, cause: Exception, known: frozenset[str], *, client: bool
+    data: bytes,
+    cause: Exception,
+    known: frozenset[str],
+    *,
+    client: bool,
+    utf8_checked: bool = True,
 ) -> ProtocolError:
     """Explain why `data` failed the strict decode, re-reading only its header."""
     try:
@@ -1006,6 +1026,11 @@ def _diagnose(
 
     raw_id = header.request_id
     request_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= _REQUEST_ID_MAX else None
+    if not utf8_checked and not _is_utf8(data):
+        # A broken frame comes before any field check, but its readable requestId still
+        # lets the client tell which of its requests it was.
+        kind = header.type if isinstance(header.type, str) and header.type in known else None
+        return ProtocolError(MALFORMED_JSON, _NOT_UTF8, request_id=request_id, msg_type=kind)
     # Server structs default `v`, so only a client frame must state it.
     version = PROTOCOL_VERSION if header.v is None and not client else header.v
     # bool is an int subclass and True == 1, so an exact type check is needed.
@@ -1040,8 +1065,8 @@ def _diagnose(
 def decode_client(frame: str | bytes, *, max_frame_bytes: int) -> ClientMessage:
     """Decode one client→server text frame or raise :class:`ProtocolError`.
 
-    Checks, in order: size in UTF-8 bytes (`frame_too_large`), JSON object
-    (`malformed_json`), `v` (`unsupported_version`), `type` (`unknown_type`),
+    Checks, in order: size in UTF-8 bytes (`frame_too_large`), UTF-8 throughout and a JSON
+    object (`malformed_json`), `v` (`unsupported_version`), `type` (`unknown_type`),
     `requestId` presence (`missing_request_id`), then every field constraint
     (`validation_failed`). The error carries the `requestId` whenever the frame has a
     valid one, even if the rest of the frame is invalid.
@@ -1052,18 +1077,24 @@ def decode_client(frame: str | bytes, *, max_frame_bytes: int) -> ClientMessage:
     """
     data = _frame_bytes(frame, max_frame_bytes)
     try:
-        return _decode_client(data)
+        # A str was decoded already (and its encode refused lone surrogates); bytes, as the
+        # gateway receives text frames, are checked here, once.
+        return _decode_client(data, utf8_checked=isinstance(frame, str))
     except RecursionError:
         # Decoding recurses per nesting level of the JSON it materialises (the `Any`
         # fields): a frame of a few KB nested thousands deep is a typed refusal, not a crash.
         raise ProtocolError(MALFORMED_JSON, _TOO_DEEP) from None
 
 
-def _decode_client(data: bytes) -> ClientMessage:
+def _decode_client(data: bytes, *, utf8_checked: bool) -> ClientMessage:
     try:
         msg = _client_decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _diagnose(data, exc, CLIENT_TYPES, client=True) from exc
+        raise _diagnose(data, exc, CLIENT_TYPES, client=True, utf8_checked=utf8_checked) from exc
+    if not utf8_checked and not _is_utf8(data):
+        raise ProtocolError(
+            MALFORMED_JSON, _NOT_UTF8, request_id=msg.request_id, msg_type=message_type(msg)
+        )
     # Text reaches PostgreSQL, which stores no U+0000; JSON carries it only as an escape.
     if NUL_ESCAPE in data and has_nul(msgspec.to_builtins(msg)):
         raise ProtocolError(

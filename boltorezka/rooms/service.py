@@ -8,10 +8,12 @@ content needs membership (403 ``not_a_member``). A member lacking a role gets 40
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
 import msgspec
+import structlog
 
 from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
@@ -29,6 +31,8 @@ from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
 from boltorezka.store import Executor, audit, users
 from boltorezka.store import rooms as store
 from boltorezka.store.records import Member, Room
+
+_log = structlog.get_logger("boltorezka.rooms")
 
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
 
@@ -101,10 +105,32 @@ def require_writable(access: Access) -> None:
         raise RoomArchived()
 
 
+# Told after a commit that ``user`` (None: everyone, the room was deleted) is no longer a
+# member of ``room``, so what membership allowed (a place in the room's call) ends too.
+MembershipEnded = Callable[[uuid.UUID, uuid.UUID | None], Awaitable[None]]
+
+
 class RoomService:
-    def __init__(self, pool: asyncpg.Pool, events: EventPublisher | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        events: EventPublisher | None = None,
+        *,
+        membership_ended: MembershipEnded | None = None,
+    ) -> None:
         self._pool = pool
         self.events: EventPublisher = events or NullPublisher()
+        self._membership_ended = membership_ended
+
+    async def _end_membership(self, room_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
+        if self._membership_ended is None:
+            return
+        try:
+            await self._membership_ended(room_id, user_id)
+        except Exception:
+            # The removal is committed and announced; the call side heals on its own
+            # (signals from a non-member are refused, and its socket's grace runs out).
+            _log.exception("ending a removed member's call participation failed")
 
     async def create(
         self, actor: Actor, kind: str, name: str, topic: str, info: RequestInfo
@@ -121,6 +147,8 @@ class RoomService:
                 room_id=room.id,
                 details={"kind": kind},
             )
+        # The creator's open sockets learn the room is theirs (calls, notifications).
+        await self._member_event(room.id, "member.added", actor.user_id)
         return RoomView(room=room, my_role="owner", member_count=1)
 
     async def open_direct(self, actor: Actor, other_id: uuid.UUID) -> tuple[RoomView, bool]:
@@ -133,6 +161,10 @@ class RoomService:
                 raise UserNotFound()
             name = f"{me.username} & {other.username}"
             room, created = await store.get_or_create_direct(conn, actor.user_id, other_id, name)
+        if created:
+            # Both sides' open sockets learn of the room, so its first message notifies.
+            for user_id in (actor.user_id, other_id):
+                await self._member_event(room.id, "member.added", user_id)
         return RoomView(room=room, my_role="member", member_count=2), created
 
     async def list_mine(self, actor: Actor) -> list[RoomSummary]:
@@ -216,6 +248,7 @@ class RoomService:
         await self.events.publish(
             RoomEvent(room_id=room_id, kind="room.deleted", data={"roomId": str(room_id)})
         )
+        await self._end_membership(room_id, None)
 
     async def members(self, actor: Actor, room_id: uuid.UUID) -> list[Member]:
         access = await resolve_access(self._pool, actor, room_id)
@@ -291,6 +324,7 @@ class RoomService:
                 details={"role": target.role},
             )
         await self._member_event(room_id, "member.removed", user_id, extra_user=user_id)
+        await self._end_membership(room_id, user_id)
 
     async def change_role(
         self, actor: Actor, room_id: uuid.UUID, user_id: uuid.UUID, role: str, info: RequestInfo
@@ -338,6 +372,7 @@ class RoomService:
                 room_id=room_id,
             )
         await self._member_event(room_id, "member.removed", actor.user_id, extra_user=actor.user_id)
+        await self._end_membership(room_id, actor.user_id)
 
     async def transfer_ownership(
         self, actor: Actor, room_id: uuid.UUID, user_id: uuid.UUID, info: RequestInfo

@@ -142,16 +142,32 @@ class BoltorezkaClient:
             max_size=None,
             ping_interval=None,
         )
-        first = json.loads(await asyncio.wait_for(ws.recv(), self.request_timeout))
-        if first.get("type") != "server.capabilities":
-            await ws.close()
-            raise ClientError(f"expected server.capabilities first, got {first.get('type')}")
-        self.capabilities = first["payload"]
-        self._ws = ws
-        self._reader = asyncio.create_task(self._read(ws))
-        token = self._token if isinstance(self._token, str) else await self._token()
-        self.auth_result = await self.request("auth", {"token": token})
+        try:
+            first = json.loads(await asyncio.wait_for(ws.recv(), self.request_timeout))
+            if first.get("type") != "server.capabilities":
+                raise ClientError(f"expected server.capabilities first, got {first.get('type')}")
+            self.capabilities = first["payload"]
+            self._ws = ws
+            self._reader = asyncio.create_task(self._read(ws))
+            token = self._token if isinstance(self._token, str) else await self._token()
+            self.auth_result = await self.request("auth", {"token": token})
+        except BaseException:
+            # Whatever failed (a nack, a timeout, a bad greeting, a cancel), the socket must
+            # not outlive the attempt: nothing would read it, and the server would hold it
+            # open until its own auth timeout.
+            await self._discard(ws)
+            raise
         self._connected.set()
+
+    async def _discard(self, ws: ClientConnection) -> None:
+        """Close ``ws`` after a failed open and let its reader finish (bounded by the
+        library's close timeout)."""
+        with contextlib.suppress(Exception):
+            await ws.close()
+        reader = self._reader
+        if reader is not None and self._ws is ws and reader is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
 
     async def _supervise(self) -> None:
         """Reconnect after unexpected closes and resume every joined room."""
