@@ -1,10 +1,14 @@
 """Synthetic media peers for SFU tests and benches: solid-colour video, a tone, and an
 aiortc participant that signals through a callback. Receivers tell sources apart by the
 stream id the SFU puts in its SDP (the source participant's id) and by the colour decoded.
+
+:func:`browser_numbering` makes such a participant number its RTP identifiers as Chrome
+does, which aiortc's own defaults never match (the SFU re-offer bug browsers exposed).
 """
 
 import asyncio
 import contextlib
+import copy
 import math
 import time
 from collections import Counter
@@ -13,7 +17,13 @@ from fractions import Fraction
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
 from av import AudioFrame, VideoFrame
 
 # --- synthetic media ------------------------------------------------------------------------
@@ -140,6 +150,93 @@ def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return ["127.0.0.1"]
 
 
+# --- numbering RTP identifiers as a browser does -------------------------------------------
+
+_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_WEBRTC = "http://www.webrtc.org/experiments/rtp-hdrext/"
+# What Chromium 156 offers for one audio and one video track, ids and payload types as it
+# numbers them, including what aiortc does not support (a later offer must not reuse those
+# numbers either: Chrome remembers every binding for the life of the connection).
+BROWSER_EXTENSIONS: dict[str, list[tuple[int, str]]] = {
+    "audio": [(1, _LEVEL), (2, _ABS_SEND_TIME), (3, _TWCC), (4, _MID)],
+    "video": [
+        (14, "urn:ietf:params:rtp-hdrext:toffset"),
+        (2, _ABS_SEND_TIME),
+        (13, "urn:3gpp:video-orientation"),
+        (3, _TWCC),
+        (5, _WEBRTC + "playout-delay"),
+        (6, _WEBRTC + "video-content-type"),
+        (7, _WEBRTC + "video-timing"),
+        (8, _WEBRTC + "color-space"),
+        (4, _MID),
+        (10, "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+        (11, "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"),
+    ],
+}
+_FEEDBACK = [RTCRtcpFeedback("goog-remb"), RTCRtcpFeedback("nack"), RTCRtcpFeedback("nack", "pli")]
+
+
+def _h264(pt: int, profile: str, mode: str) -> RTCRtpCodecParameters:
+    parameters: dict[str, str | int | None] = {
+        "level-asymmetry-allowed": "1",
+        "packetization-mode": mode,
+        "profile-level-id": profile,
+    }
+    return RTCRtpCodecParameters("video/H264", 90000, None, pt, list(_FEEDBACK), parameters)
+
+
+def _rtx(pt: int, apt: int) -> RTCRtpCodecParameters:
+    return RTCRtpCodecParameters("video/rtx", 90000, None, pt, [], {"apt": apt})
+
+
+BROWSER_CODECS: dict[str, list[RTCRtpCodecParameters]] = {
+    "audio": [
+        RTCRtpCodecParameters("audio/opus", 48000, 2, 111, [], {"minptime": 10, "useinbandfec": 1}),
+        RTCRtpCodecParameters("audio/red", 48000, 2, 63),
+        RTCRtpCodecParameters("audio/G722", 8000, None, 9),
+        RTCRtpCodecParameters("audio/PCMU", 8000, None, 0),
+        RTCRtpCodecParameters("audio/PCMA", 8000, None, 8),
+        RTCRtpCodecParameters("audio/CN", 8000, None, 13),
+        RTCRtpCodecParameters("audio/telephone-event", 48000, None, 110),
+    ],
+    "video": [
+        RTCRtpCodecParameters("video/VP8", 90000, None, 96, list(_FEEDBACK)),
+        _rtx(97, 96),
+        _h264(102, "42001f", "1"),
+        _rtx(103, 102),
+        _h264(104, "42001f", "0"),
+        _rtx(107, 104),
+        _h264(108, "42e01f", "1"),
+        _rtx(109, 108),
+        RTCRtpCodecParameters("video/AV1", 90000, None, 45, list(_FEEDBACK)),
+        _rtx(46, 45),
+        RTCRtpCodecParameters("video/VP9", 90000, None, 98, list(_FEEDBACK)),
+        _rtx(99, 98),
+        RTCRtpCodecParameters("video/ulpfec", 90000, None, 120),
+    ],
+}
+
+
+def browser_numbering(sdp: str) -> str:
+    """An aiortc offer renumbered as a browser numbers it (codecs, payload types and
+    header-extension ids of every media section). The peer then sends with whatever the
+    answer echoes back, so its RTP carries the browser's numbers too."""
+    description = aiortc_sdp.SessionDescription.parse(sdp)
+    for media in description.media:
+        if media.kind not in BROWSER_CODECS:
+            continue
+        media.rtp.codecs = [copy.deepcopy(codec) for codec in BROWSER_CODECS[media.kind]]
+        media.fmt = [codec.payloadType for codec in media.rtp.codecs]
+        media.rtp.headerExtensions = [
+            RTCRtpHeaderExtensionParameters(id=ident, uri=uri)
+            for ident, uri in BROWSER_EXTENSIONS[media.kind]
+        ]
+    return str(description)
+
+
 # --- a test participant ---------------------------------------------------------------------
 
 SignalOut = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -158,11 +255,17 @@ class MediaPeer:
         trickle: bool = False,
         fps: int = FPS,
         size: tuple[int, int] = (WIDTH, HEIGHT),
+        rewrite_offer: Callable[[str], str] | None = None,
+        answer_offers: bool = True,
     ) -> None:
         self.name = name
         self.colour = colour
         self._send = send
         self._trickle = trickle
+        self._rewrite_offer = rewrite_offer
+        # False: a client that never answers the SFU's offers (it rejected them, or hangs).
+        self._answer_offers = answer_offers
+        self.offers_received: list[str] = []
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTrack(ToneAudioTrack(300 + 100 * len(name)))
         self.pc.addTrack(ColourVideoTrack(colour, fps, size))
@@ -181,6 +284,8 @@ class MediaPeer:
         """The client's own offer to the SFU; with ``trickle`` its candidates go separately."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
+        if self._rewrite_offer is not None:
+            sdp = self._rewrite_offer(sdp)
         if not self._trickle:
             await self._send("rtc.offer", {"sdp": sdp})
             return
@@ -214,6 +319,9 @@ class MediaPeer:
             await self.pc.setRemoteDescription(RTCSessionDescription(payload["sdp"], "answer"))
             self._bind(payload["sdp"])
         elif kind == "rtc.offer":
+            self.offers_received.append(payload["sdp"])
+            if not self._answer_offers:
+                return
             await self.pc.setRemoteDescription(RTCSessionDescription(payload["sdp"], "offer"))
             self._bind(payload["sdp"])
             await self.pc.setLocalDescription(await self.pc.createAnswer())

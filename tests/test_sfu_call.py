@@ -1,6 +1,7 @@
-"""A three-party call in ``sfu`` mode, end to end: the real server, a real ``boltorezka sfu``
-process on the server's socket bus, and three aiortc clients signaling only through
-``rtc.offer``/``rtc.answer`` without ``to``. Media stays on 127.0.0.1."""
+"""Calls in ``sfu`` mode, end to end: the real server, a real ``boltorezka sfu`` process on
+the server's socket bus, and aiortc clients signaling only through ``rtc.offer``/
+``rtc.answer`` without ``to``. Media stays on 127.0.0.1. Also: media the SFU drops shows
+in ``call.state``, and set-up telemetry counts calls by media, not ICE reports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +100,7 @@ class SfuClient:
         self.call_id = call_id
         self.participant_id = participant_id
         self.media = MediaPeer(participant_id[:8], colour, self._signal)
+        self.retired: list[MediaPeer] = []
         self.from_sfu: list[dict[str, Any]] = []
         self._pump = asyncio.create_task(self._pump_signals())
 
@@ -113,11 +116,18 @@ class SfuClient:
                 self.from_sfu.append(event)
                 self.media.deliver(event["type"], event["payload"])
 
+    async def restart(self, colour: str) -> None:
+        """Start over with a new RTCPeerConnection (the old one is closed already)."""
+        self.retired.append(self.media)
+        self.media = MediaPeer(self.participant_id[:8], colour, self._signal)
+        await self.media.offer()
+
     async def close(self) -> None:
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
-        await self.media.close()
+        for media in [*self.retired, self.media]:
+            await media.close()
 
 
 @pytest.fixture
@@ -226,3 +236,107 @@ async def test_signaling_the_sfu_without_an_sfu_process_is_nacked(services: Serv
                     await a.request(kind, {"callId": call_id, **payload})
                 assert refused.value.code == "sfu_unavailable"
                 assert refused.value.retryable
+
+
+def connected_of(state: dict[str, Any]) -> dict[str, bool]:
+    return {p["participantId"]: p["connected"] for p in state["payload"]["participants"]}
+
+
+async def test_media_the_sfu_drops_is_reported_and_recovered_from(
+    services: Services, loopback_ice: None
+) -> None:
+    """Bob's RTCPeerConnection goes away while his socket stays: the SFU drops his media,
+    and call.state says so (``media_lost``, connected false) until he offers again from a
+    new connection (``media_restored``), without call.join."""
+    alice, bob = await quick_accounts(services, 2)
+    async with sfu_stack(services, with_sfu=True) as stack:
+        room = await create_room(stack.http, alice)
+        await add_member(stack.http, room, alice, bob)
+        clients: list[SfuClient] = []
+        async with (
+            BoltorezkaClient(stack.ws_url, alice.access_token) as a,
+            BoltorezkaClient(stack.ws_url, bob.access_token) as b,
+        ):
+            try:
+                for ws in (a, b):
+                    await ws.join(room)
+                started = await a.request("call.start", {"roomId": room, "mode": "sfu"})
+                call_id = started["call"]["callId"]
+                joined = await b.request("call.join", {"callId": call_id})
+                ids = [started["participantId"], joined["participantId"]]
+                clients = [
+                    SfuClient(ws, call_id, pid, colour)
+                    for ws, pid, colour in zip((a, b), ids, ("red", "green"), strict=True)
+                ]
+                for client in clients:
+                    await client.media.offer()
+                await clients[0].media.wait_frames([ids[1]], video=3, audio=5, timeout=60)
+                await clients[1].media.wait_frames([ids[0]], video=3, audio=5, timeout=60)
+
+                await clients[1].media.pc.close()
+                for ws in (a, b):
+                    lost = await ws.wait_type("call.state", 30, callId=call_id, reason="media_lost")
+                    assert connected_of(lost) == {ids[0]: True, ids[1]: False}
+
+                await clients[1].restart("white")
+                for ws in (a, b):
+                    back = await ws.wait_type(
+                        "call.state", 30, callId=call_id, reason="media_restored"
+                    )
+                    assert connected_of(back) == {ids[0]: True, ids[1]: True}
+                seen = clients[0].media.colours
+                await _until(
+                    lambda: seen.get(ids[1], Counter())["white"] >= 3, 40, "Bob's new video"
+                )
+                assert not clients[0].media.errors and not clients[1].media.errors
+            except BaseException:
+                print(stack.sfu_log.read_text())
+                raise
+            finally:
+                for client in clients:
+                    await client.close()
+
+
+async def test_set_up_telemetry_counts_calls_by_media_not_ice_reports(services: Services) -> None:
+    """ICE connecting is not media flowing: a call in which every participant reported ICE
+    connected but nobody decoded a frame is no success, and each call counts once."""
+    alice, bob = await quick_accounts(services, 2)
+    async with sfu_stack(services, with_sfu=False) as stack:
+        room = await create_room(stack.http, alice)
+        await add_member(stack.http, room, alice, bob)
+        async with (
+            BoltorezkaClient(stack.ws_url, alice.access_token) as a,
+            BoltorezkaClient(stack.ws_url, bob.access_token) as b,
+        ):
+
+            async def call_with(reports: list[tuple[BoltorezkaClient, dict[str, Any]]]) -> None:
+                started = await a.request("call.start", {"roomId": room, "mode": "sfu"})
+                call_id = started["call"]["callId"]
+                await b.request("call.join", {"callId": call_id})
+                for ws, report in reports:
+                    await ws.request("call.telemetry", {"callId": call_id, **report})
+                await a.request("call.end", {"callId": call_id})
+
+            connected = {"outcome": "connected", "setupMs": 400}
+            # Nobody saw anybody; Alice's repeated report counts once.
+            await call_with([(a, connected), (a, connected), (b, connected)])
+            await call_with(
+                [
+                    (a, connected),
+                    (a, {"outcome": "media", "setupMs": 900}),
+                    (b, {"outcome": "media", "setupMs": 1200}),
+                ]
+            )
+
+    text = services.metrics.render().decode()
+
+    def value(name: str) -> float:
+        line = next(line for line in text.splitlines() if line.startswith(name + " "))
+        return float(line.split()[1])
+
+    assert value('boltorezka_call_media_total{outcome="no_media"}') == 1
+    assert value('boltorezka_call_media_total{outcome="media"}') == 1
+    assert value("boltorezka_call_media_success_ratio") == 0.5
+    assert value("boltorezka_call_first_frame_seconds_count") == 2
+    # ICE outcomes stay per participant, once each: Alice and Bob, then Alice.
+    assert value('boltorezka_call_setups_total{outcome="connected"}') == 3

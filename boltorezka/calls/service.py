@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
@@ -44,6 +45,19 @@ _log = structlog.get_logger("boltorezka.calls")
 # Orphaned calls are looked for every this many sweeps (a quarter second each): one
 # indexed query per node per second, and a takeover well within the grace period.
 _TAKEOVER_EVERY_TICKS = 4
+
+
+@dataclass
+class _SetupReports:
+    """What the participants of one call reported about setting up media.
+
+    Counted per call: ICE connecting is not media flowing, so a call is a media success
+    once any participant decoded a frame from another (outcome ``media``), and one that
+    ends without that is ``no_media`` (ICE connected somewhere) or ``failed``."""
+
+    seen: set[tuple[uuid.UUID, str]] = field(default_factory=set)
+    ice_connected: bool = False
+    media: bool = False
 
 
 class CallNotFound(NotFound):
@@ -142,6 +156,10 @@ class CallService:
         self.node_id: str | None = None
         self.cluster: CallCluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        # Participants of sfu calls whose media connection the SFU dropped; they show as
+        # not connected until the SFU connects them again.
+        self._media_lost: dict[uuid.UUID, set[uuid.UUID]] = {}
+        self._setup_reports: dict[uuid.UUID, _SetupReports] = {}
 
     async def start_background(self) -> None:
         """Take over the calls that need a host (those a previous run of this node held
@@ -414,6 +432,34 @@ class CallService:
             participant.connection_id, kind, {**payload, "callId": str(call_id)}
         )
 
+    async def sfu_media(
+        self, call_id: uuid.UUID, participant_id: uuid.UUID, connected: bool, reason: str | None
+    ) -> None:
+        """The SFU dropped a participant's media connection, or connected one of it.
+
+        A drop is announced as ``call.state`` reason ``media_lost`` with the participant
+        ``connected: false``: its socket is fine, but nobody receives it and it receives
+        nobody until it offers again from a new RTCPeerConnection. It stays a participant
+        (no grace period runs) and shows as connected again (``media_restored``) once the
+        SFU connects its new connection."""
+        call = self.calls.get(call_id)
+        if call is None or not call.live or participant_id not in call.participants:
+            return  # another node holds the call, or the participant already left
+        lost = self._media_lost.setdefault(call.id, set())
+        if connected == (participant_id not in lost):
+            return  # nothing changed (every connection's first "connected" comes here)
+        if connected:
+            lost.discard(participant_id)
+        else:
+            lost.add(participant_id)
+            _log.info(
+                "the sfu dropped a participant's media",
+                call_id=str(call.id),
+                participant_id=str(participant_id),
+                reason=reason,
+            )
+        await self._announce(call, "media_restored" if connected else "media_lost")
+
     async def telemetry(
         self,
         connection_id: str,
@@ -439,8 +485,21 @@ class CallService:
             )
             return
         call = self.calls.get(call_id)
-        if call is None or call.participant_of(connection_id) is None:
+        participant = call.participant_of(connection_id) if call is not None else None
+        if call is None or participant is None:
             raise NotInCall()
+        reports = self._setup_reports.setdefault(call.id, _SetupReports())
+        if (participant.id, outcome) in reports.seen:
+            return  # a client that reports again (after an ICE restart, say) counts once
+        reports.seen.add((participant.id, outcome))
+        if outcome == "media":
+            if setup_ms is not None:
+                self._metrics.call_first_frame_seconds.observe(setup_ms / 1000)
+            if not reports.media:
+                reports.media = True
+                self._metrics.record_call_media("media")
+            return
+        reports.ice_connected = reports.ice_connected or outcome == "connected"
         self._metrics.record_call_setup(outcome, ice_failed)
         if setup_ms is not None and outcome == "connected":
             self._metrics.call_setup_seconds.observe(setup_ms / 1000)
@@ -616,6 +675,11 @@ class CallService:
         self.calls.pop(call.id, None)
         self._auto.discard(call.id)
         self._locks.pop(call.id, None)
+        self._media_lost.pop(call.id, None)
+        reports = self._setup_reports.pop(call.id, None)
+        # Only a call that ended here is judged; one another node holds now goes on there.
+        if reports is not None and not reports.media and not call.live:
+            self._metrics.record_call_media("no_media" if reports.ice_connected else "failed")
 
     def _maybe_upgrade(self, call: Call) -> bool:
         if (
@@ -697,20 +761,26 @@ class CallService:
 
     def _joined_result(self, call: Call, participant: Participant) -> dict[str, Any]:
         return {
-            "call": self.describe(call),
+            "call": self.describe(call, media_lost=self._media_lost.get(call.id, ())),
             "participantId": str(participant.id),
             "iceServers": self.ice_servers_for(participant.user_id),
         }
 
     @staticmethod
-    def describe(call: Call, reason: str | None = None) -> dict[str, Any]:
+    def describe(
+        call: Call, reason: str | None = None, *, media_lost: Collection[uuid.UUID] = ()
+    ) -> dict[str, Any]:
         data: dict[str, Any] = {
             "callId": str(call.id),
             "roomId": str(call.room_id),
             "state": call.state.value,
             "mode": call.mode.value,
             "participants": [
-                {"participantId": str(p.id), "userId": str(p.user_id), "connected": p.connected}
+                {
+                    "participantId": str(p.id),
+                    "userId": str(p.user_id),
+                    "connected": p.connected and p.id not in media_lost,
+                }
                 for p in call.participants.values()
             ],
         }
@@ -721,5 +791,7 @@ class CallService:
     async def _announce(self, call: Call, reason: str | None = None) -> None:
         if self.signals is not None:
             await self.signals.room_broadcast(
-                call.room_id, "call.state", self.describe(call, reason)
+                call.room_id,
+                "call.state",
+                self.describe(call, reason, media_lost=self._media_lost.get(call.id, ())),
             )

@@ -83,21 +83,43 @@ class Metrics:
             ["event"],
             registry=self.registry,
         )
+        # ICE connecting is not media flowing: the call_setup* series count ICE, once per
+        # participant; call_media_* count calls by whether any frame was decoded.
         self.call_setups = Counter(
             "boltorezka_call_setups_total",
-            "Call setups reported by clients, by outcome (connected or failed)",
+            "ICE set-ups reported by call participants (once per participant and outcome), "
+            "by outcome (connected or failed); not media, see boltorezka_call_media_total",
             ["outcome"],
             registry=self.registry,
         )
         self.call_setup_success_ratio = Gauge(
             "boltorezka_call_setup_success_ratio",
-            "Share of reported call setups that connected, since start",
+            "Share of participants' reported ICE set-ups that connected, since start",
             registry=self.registry,
         )
         self.call_setup_seconds = Histogram(
             "boltorezka_call_setup_seconds",
-            "Time from starting a call to connected media, as clients report it",
+            "Time from starting or joining a call to ICE connected, as clients report it",
             buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0),
+            registry=self.registry,
+        )
+        self.call_media = Counter(
+            "boltorezka_call_media_total",
+            "Calls with set-up reports, once per call: media (a participant decoded a frame "
+            "from another), no_media (ICE connected but no frame by the end), failed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.call_media_success_ratio = Gauge(
+            "boltorezka_call_media_success_ratio",
+            "Share of calls with set-up reports in which media flowed, since start",
+            registry=self.registry,
+        )
+        self.call_first_frame_seconds = Histogram(
+            "boltorezka_call_first_frame_seconds",
+            "Time from starting or joining a call to the first decoded remote frame, "
+            "as clients report it",
+            buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0),
             registry=self.registry,
         )
         self.ice_outcomes = Counter(
@@ -119,6 +141,7 @@ class Metrics:
         )
         self._setups = {"connected": 0, "failed": 0}
         self._ice = {"ok": 0, "failed": 0}
+        self._media = {"media": 0, "no_media": 0, "failed": 0}
 
     def record_call_setup(self, outcome: str, ice_failed: bool) -> None:
         self.call_setups.labels(outcome).inc()
@@ -129,6 +152,12 @@ class Metrics:
         self.ice_outcomes.labels(ice).inc()
         self._ice[ice] += 1
         self.ice_failure_rate.set(self._ice["failed"] / sum(self._ice.values()))
+
+    def record_call_media(self, outcome: str) -> None:
+        """One call's media outcome: ``media``, ``no_media`` or ``failed``."""
+        self.call_media.labels(outcome).inc()
+        self._media[outcome] = self._media.get(outcome, 0) + 1
+        self.call_media_success_ratio.set(self._media["media"] / sum(self._media.values()))
 
     def count_frame_out(self) -> None:
         self._frames_out += 1

@@ -436,10 +436,12 @@ class RtcIcePayload(_ClientPayload):
 
 
 class CallTelemetryPayload(_ClientPayload):
-    """How establishing media went on this client."""
+    """How establishing media went on this client: `connected` when ICE connected,
+    `media` once the first remote frame was decoded (ICE alone is not media flowing;
+    `setupMs` then counts to that frame), `failed` when it did not work."""
 
     call_id: uuid.UUID
-    outcome: Literal["connected", "failed"]
+    outcome: Literal["connected", "failed", "media"]
     setup_ms: Annotated[int, Meta(ge=0, le=600_000)] | None = None
     ice_failed: bool = False
     candidate_type: CandidateType | None = None

@@ -28,6 +28,12 @@ Signaling, per participant and always through :class:`SfuEngine`:
   An offer from a client that collides with an outstanding SFU offer is ignored: the SFU
   is the *impolite* peer of WebRTC "perfect negotiation", so the client must roll back
   and answer first (browsers do so when their side is the polite one).
+* An SFU offer left unanswered for ``ANSWER_TIMEOUT`` seconds (the client rejected it, or
+  stopped answering) costs that participant its connection, reported as lost (below):
+  aiortc cannot roll an offer back, and every later change would wait behind it.
+* Re-offers keep the session's RTP identifiers: each negotiated m-line keeps its codecs,
+  payload types and header-extension ids, and new m-lines reuse the session's numbers
+  (:class:`boltorezka.rtc.peer.SfuPeerConnection`; browsers reject anything else).
 * aiortc does not trickle ICE: its candidates are in its SDP. Candidates a client
   trickles (``rtc.ice``) are added to its connection; a null candidate ends them.
 * An offer with new ICE credentials (an ICE restart, or a new ``RTCPeerConnection`` after
@@ -37,6 +43,14 @@ Signaling, per participant and always through :class:`SfuEngine`:
 * When a participant leaves (or its connection fails) its connection is closed, its
   tracks stop being forwarded (the others' transceivers for them go ``inactive``) and the
   others are renegotiated.
+* The SFU tells the API about media it lost and regained (``sfu.media``, never sent to a
+  client): ``connected: false`` when it dropped a participant's connection on its own
+  (ICE or DTLS failed or closed, or no answer came), ``connected: true`` whenever a
+  connection of a participant reaches ``connected``. The call service turns those into
+  ``call.state`` (reasons ``media_lost``, ``media_restored``); the participant recovers by
+  offering again from a new ``RTCPeerConnection``.
+* A packet aiortc cannot handle is dropped and counted
+  (:func:`boltorezka.rtc.peer.harden_packet_handling`), not allowed to end the connection.
 
 Forwarded tracks carry the source participant's id as their SDP stream id
 (``a=msid:<participant id> <track id>``), so a client can tell whose media a track is
@@ -70,12 +84,19 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from boltorezka.rtc.peer import SfuPeerConnection, harden_packet_handling
+from boltorezka.rtc.sfu_link import MEDIA_EVENT
+
 _log = structlog.get_logger("boltorezka.sfu")
 
 Send = Callable[[uuid.UUID, uuid.UUID, str, dict[str, Any]], Awaitable[None]]
 """How the engine reaches a participant: ``(call_id, participant_id, kind, payload)``."""
 
 CLOSE_TIMEOUT = 5.0
+# Browsers answer in well under a second; this leaves room for a client on a busy machine.
+ANSWER_TIMEOUT = 20.0
+# Reasons for which the SFU dropped a participant on its own, and says so.
+_LOST_REASONS = ("lost", "no_answer")
 
 
 def use_host_addresses(addresses: Sequence[str]) -> None:
@@ -126,11 +147,13 @@ class _Peer:
     arrived: list[MediaStreamTrack] = field(default_factory=list)
     # Local changes (subscriptions added or made inactive) wait for the next SFU offer.
     dirty: bool = False
+    offers_sent: int = 0
+    answer_timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
 class _Op:
-    kind: str  # rtc.offer, rtc.answer, rtc.ice, left, lost
+    kind: str  # rtc.offer, rtc.answer, rtc.ice, left, lost, connected, answer_timeout
     participant_id: uuid.UUID
     payload: dict[str, Any] = field(default_factory=dict)
     pc: RTCPeerConnection | None = None
@@ -146,6 +169,7 @@ class _Call:
 
 class SfuEngine:
     def __init__(self, send: Send) -> None:
+        harden_packet_handling()
         self._send = send
         self._calls: dict[uuid.UUID, _Call] = {}
         self._closed = False
@@ -221,11 +245,23 @@ class SfuEngine:
             await self._on_answer(call, op.participant_id, op.payload)
         elif op.kind == "rtc.ice":
             await self._on_ice(call, op.participant_id, op.payload)
-        else:  # "left", or "lost" when the connection named by op.pc failed
+        else:
             peer = call.peers.get(op.participant_id)
-            if peer is not None and (op.pc is None or op.pc is peer.pc):
-                await self._remove_peer(call, peer, op.kind)
-                await self._renegotiate(call)
+            if peer is None or (op.pc is not None and op.pc is not peer.pc):
+                return  # about a connection the SFU already let go
+            if op.kind == "connected":
+                await self._send(call.id, peer.id, MEDIA_EVENT, {"connected": True})
+                return
+            if op.kind == "answer_timeout":
+                if (
+                    peer.pc.signalingState != "have-local-offer"
+                    or op.payload.get("offer") != peer.offers_sent
+                ):
+                    return  # answered meanwhile
+                op.kind = "no_answer"
+            # "left", "no_answer", or "lost" when the connection named by op.pc failed
+            await self._remove_peer(call, peer, op.kind)
+            await self._renegotiate(call)
 
     # --- signaling ------------------------------------------------------------------------
 
@@ -291,6 +327,7 @@ class SfuEngine:
             )
             return
         await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        _cancel(peer.answer_timer)
         self._publish_arrived(call, peer)
         await self._renegotiate(call)
 
@@ -324,6 +361,13 @@ class SfuEngine:
             peer.dirty = False
             try:
                 await peer.pc.setLocalDescription(await peer.pc.createOffer())
+                peer.offers_sent += 1
+                peer.answer_timer = asyncio.get_running_loop().call_later(
+                    ANSWER_TIMEOUT,
+                    self._enqueue,
+                    call.id,
+                    _Op("answer_timeout", peer.id, {"offer": peer.offers_sent}, pc=peer.pc),
+                )
                 await self._send(
                     call.id, peer.id, "rtc.offer", {"sdp": peer.pc.localDescription.sdp}
                 )
@@ -335,7 +379,7 @@ class SfuEngine:
     # --- media plumbing -------------------------------------------------------------------
 
     def _new_peer(self, call: _Call, participant_id: uuid.UUID) -> _Peer:
-        pc = RTCPeerConnection(peer_configuration())
+        pc = SfuPeerConnection(peer_configuration())
         peer = _Peer(participant_id, pc)
 
         def on_track(track: MediaStreamTrack) -> None:
@@ -343,10 +387,13 @@ class SfuEngine:
             peer.arrived.append(track)
 
         def on_state() -> None:
-            # "closed" also follows the client closing its side (DTLS close_notify); the
-            # worker ignores it for connections the SFU already let go.
+            # "closed" also follows the client closing its side (DTLS close_notify): aiortc
+            # closes a connection whose transports all closed. The worker ignores both for
+            # connections the SFU already let go.
             if pc.connectionState in ("failed", "closed"):
                 self._enqueue(call.id, _Op("lost", participant_id, pc=pc))
+            elif pc.connectionState == "connected":
+                self._enqueue(call.id, _Op("connected", participant_id, pc=pc))
 
         pc.on("track", on_track)
         pc.on("connectionstatechange", on_state)
@@ -398,8 +445,16 @@ class SfuEngine:
             participant_id=str(peer.id),
             reason=reason,
         )
+        if reason in _LOST_REASONS:
+            try:
+                await self._send(
+                    call.id, peer.id, MEDIA_EVENT, {"connected": False, "reason": reason}
+                )
+            except Exception:  # the others' renegotiation must go on regardless
+                _log.exception("sfu could not report a lost participant", call_id=str(call.id))
 
     async def _close_peer(self, peer: _Peer) -> None:
+        _cancel(peer.answer_timer)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await peer.pc.close()
@@ -429,6 +484,11 @@ def _end(track: MediaStreamTrack) -> None:
     """
     if isinstance(track, RemoteStreamTrack):
         track._queue.put_nowait(None)
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
 
 
 def _ice_ufrag(sdp: str) -> str | None:

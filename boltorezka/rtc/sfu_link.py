@@ -4,6 +4,10 @@ Signals for calls in ``sfu`` mode go out on ``sfu-signal``; the SFU answers on
 ``sfu-events``, and the call service delivers those to the participant's connection. The
 SFU publishes a heartbeat so that a missing SFU is a clear ``sfu_unavailable`` nack
 rather than silence.
+
+Besides the signals it addresses to a participant, the SFU reports media it lost or
+regained as ``sfu.media`` (:data:`MEDIA_EVENT`), which the call service acts on and never
+passes to a client.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ EVENT_CHANNEL = "sfu-events"
 HEARTBEAT_CHANNEL = "sfu-heartbeat"
 HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_STALE = 3.5
+MEDIA_EVENT = "sfu.media"
+"""Payload ``{"connected": bool, "reason"?: str}``: the SFU dropped a participant's connection
+on its own (``reason`` ``lost`` or ``no_answer``), or a connection of it reached connected."""
 
 
 class SfuMessage(msgspec.Struct, kw_only=True):
     call_id: uuid.UUID
     participant_id: uuid.UUID
-    kind: str  # rtc.offer, rtc.answer, rtc.ice, or "left"
+    kind: str  # rtc.offer, rtc.answer, rtc.ice, "left", or MEDIA_EVENT from the SFU
     payload: dict[str, Any] = {}
 
 
@@ -34,6 +41,8 @@ class SfuHeartbeat(msgspec.Struct, kw_only=True):
     sfu_id: str
     calls: int = 0
     peers: int = 0
+    # Packets the SFU process dropped because it could not handle them, since it started.
+    dropped_packets: int = 0
 
 
 _encoder = msgspec.json.Encoder()
@@ -48,6 +57,10 @@ def encode(message: SfuMessage | SfuHeartbeat) -> bytes:
 class SfuDeliverer(Protocol):
     async def from_sfu(
         self, call_id: uuid.UUID, participant_id: uuid.UUID, kind: str, payload: dict[str, Any]
+    ) -> None: ...
+
+    async def sfu_media(
+        self, call_id: uuid.UUID, participant_id: uuid.UUID, connected: bool, reason: str | None
     ) -> None: ...
 
 
@@ -90,6 +103,15 @@ class SfuBusLink:
 
     async def _on_event(self, data: bytes) -> None:
         message = message_decoder.decode(data)
+        if message.kind == MEDIA_EVENT:
+            reason = message.payload.get("reason")
+            await self._deliverer.sfu_media(
+                message.call_id,
+                message.participant_id,
+                message.payload.get("connected") is True,
+                reason if isinstance(reason, str) else None,
+            )
+            return
         await self._deliverer.from_sfu(
             message.call_id, message.participant_id, message.kind, message.payload
         )

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from boltorezka.bus.base import Bus
+from boltorezka.rtc.peer import dropped_packets
 from boltorezka.rtc.sfu import SfuEngine, use_host_addresses
 from boltorezka.rtc.sfu_link import (
     EVENT_CHANNEL,
@@ -83,7 +84,15 @@ async def run(
             calls, peers = engine.stats()
             with contextlib.suppress(ConnectionError):
                 await bus.publish(
-                    HEARTBEAT_CHANNEL, encode(SfuHeartbeat(sfu_id=sfu_id, calls=calls, peers=peers))
+                    HEARTBEAT_CHANNEL,
+                    encode(
+                        SfuHeartbeat(
+                            sfu_id=sfu_id,
+                            calls=calls,
+                            peers=peers,
+                            dropped_packets=dropped_packets(),
+                        )
+                    ),
                 )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEARTBEAT_INTERVAL):
