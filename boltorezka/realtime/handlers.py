@@ -19,7 +19,8 @@ from boltorezka.errors import AppError, InvalidInput, RateLimited, Unauthenticat
 from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.realtime import protocol
 from boltorezka.realtime.connection import Connection
-from boltorezka.realtime.hub import Hub, event_frame
+from boltorezka.realtime.hub import Hub
+from boltorezka.realtime.protocol import event_frame
 from boltorezka.rooms.service import require_member, resolve_access
 from boltorezka.runtime import Services
 from boltorezka.store import messages as message_store

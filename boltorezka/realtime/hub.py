@@ -2,7 +2,9 @@
 
 Domain services publish :class:`~boltorezka.events.RoomEvent` here after their change
 commits; the hub forwards it through the bus so every node (including this one) delivers
-it to its own subscribers. Presence and typing state live here too.
+it to its own subscribers. Its indexes make an event cost in proportion to its audience.
+The cluster presence protocol is :mod:`boltorezka.realtime.cluster_presence`, which the
+hub feeds with this node's connections.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import asyncpg
 import msgspec
 import structlog
 
-from boltorezka.bus.base import Bus, family_channel, raise_if_cancelling
+from boltorezka.bus.base import Bus, family_channel
 from boltorezka.events import RoomEvent
 from boltorezka.observability.metrics import Metrics
-from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.realtime.cluster_presence import ClusterPresence
 from boltorezka.realtime.connection import Connection, RoomSubscription
 from boltorezka.realtime.presence import PresenceDirectory, PresenceTracker, TypingTracker
+from boltorezka.realtime.protocol import event_frame
 from boltorezka.store import messages as message_store
 from boltorezka.store import rooms as room_store
 
@@ -38,10 +41,6 @@ ROOM_FAMILY = "room"
 USER_FAMILY = "user"
 SESSION_CHANNEL = "session-events"
 CONNECTION_CHANNEL = "connection-events"
-PRESENCE_CHANNEL = "presence"
-# Nodes announce themselves this often; a node silent for NODE_TTL counts as gone.
-NODE_ALIVE_INTERVAL = 2.0
-NODE_TTL = 6.5
 GAP_FILL_DELAY = 0.25
 # Stored messages read per query when a subscriber catches up.
 GAP_FILL_PAGE = 500
@@ -67,31 +66,7 @@ class ConnectionEvent(msgspec.Struct, kw_only=True):
     payload: dict[str, Any]
 
 
-class PresenceReport(msgspec.Struct, tag="report", kw_only=True):
-    """A node's own aggregate for a user (``offline``: no device of theirs here any more)."""
-
-    node: str
-    user_id: uuid.UUID
-    status: str
-    rooms: list[uuid.UUID]
-
-
-class NodeAlive(msgspec.Struct, tag="alive", kw_only=True):
-    node: str
-
-
-class PresenceSync(msgspec.Struct, tag="sync", kw_only=True):
-    """A node asks the others to report everyone they have: it just started (and whatever
-    it reported before is void), or its bus was down for a while."""
-
-    node: str
-    restarted: bool = True
-
-
-PresenceMessage = PresenceReport | NodeAlive | PresenceSync
-
 _encoder = msgspec.json.Encoder()
-_presence_decoder = msgspec.json.Decoder(PresenceMessage)
 _connection_decoder = msgspec.json.Decoder(ConnectionEvent)
 _room_decoder = msgspec.json.Decoder(BusEvent)
 _session_decoder = msgspec.json.Decoder(SessionEvent)
@@ -104,10 +79,6 @@ def _discard(index: defaultdict[Any, set[Connection]], key: Any, conn: Connectio
         found.discard(conn)
         if not found:
             del index[key]
-
-
-def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
-    return _encoder.encode({"type": kind, "v": protocol.PROTOCOL_VERSION, "payload": payload})
 
 
 class Hub:
@@ -130,21 +101,52 @@ class Hub:
         # PostgreSQL once per room, then kept current by chat.read and the user's own sends,
         # so unread counts cost no query per message.
         self._read_seq: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
-        # Statuses of this node's own connections, and the cluster-wide view built from
-        # every node's reports (this one's included, through the bus).
-        self.presence = PresenceTracker()
-        self.directory = PresenceDirectory(node_ttl=NODE_TTL)
-        self.alive_interval = NODE_ALIVE_INTERVAL
+        self.cluster_presence = ClusterPresence(bus, self.node_id, self)
         self.typing = TypingTracker()
         self._sweeper: asyncio.Task[None] | None = None
-        self._presence_task: asyncio.Task[None] | None = None
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
         bus.subscribe_family(ROOM_FAMILY, self._on_family_event)
         bus.subscribe_family(USER_FAMILY, self._on_family_event)
         bus.subscribe(SESSION_CHANNEL, self._on_session_event)
         bus.subscribe(CONNECTION_CHANNEL, self._on_connection_event)
-        bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
         bus.on_recovered(self._after_bus_outage)
+
+    # The presence protocol's parts, as tests and the call cluster reach them.
+    @property
+    def presence(self) -> PresenceTracker:
+        return self.cluster_presence.local
+
+    @property
+    def directory(self) -> PresenceDirectory:
+        return self.cluster_presence.directory
+
+    @property
+    def alive_interval(self) -> float:
+        return self.cluster_presence.alive_interval
+
+    @alive_interval.setter
+    def alive_interval(self, seconds: float) -> None:
+        self.cluster_presence.alive_interval = seconds
+
+    @property
+    def _presence_task(self) -> asyncio.Task[None] | None:
+        return self.cluster_presence.task
+
+    # --- what the presence protocol asks of this node's connections (LocalAudience) -------
+
+    def users_here(self) -> Iterable[uuid.UUID]:
+        return self.by_user.keys()
+
+    def rooms_of_user_here(self, user_id: uuid.UUID) -> set[uuid.UUID]:
+        rooms: set[uuid.UUID] = set()
+        for device in self.by_user.get(user_id, ()):
+            rooms |= device.member_rooms
+        return rooms
+
+    def presence_audience(self, user_id: uuid.UUID, rooms: Iterable[uuid.UUID]) -> set[Connection]:
+        audience = set(self.by_user.get(user_id, ()))
+        for room_id in rooms:
+            audience.update(self.members_here.get(room_id, ()))
+        return audience
 
     def routing_problem(self) -> str | None:
         """Why events cannot reach the other nodes now (None: they can, or there are none)."""
@@ -156,9 +158,7 @@ class Hub:
         While the bus was down, this node's events reached only its own connections and the
         other nodes' events reached none of them; the messages are all in PostgreSQL.
         """
-        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id, restarted=False)))
-        for user_id in list(self.by_user):
-            self._report(user_id)
+        self.cluster_presence.resync()
         self._read_seq.clear()  # chat.read events from other nodes were missed
         for conn in list(self.connections.values()):
             for subscription in list(conn.subscriptions.values()):
@@ -171,15 +171,14 @@ class Hub:
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_typing(), name="typing-sweeper")
-        self._presence_task = asyncio.create_task(self._presence_loop(), name="presence")
-        self._outbox.put_nowait(_encoder.encode(PresenceSync(node=self.node_id)))
+        self.cluster_presence.start()
 
     async def close(self) -> None:
-        for task in (self._sweeper, self._presence_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.cluster_presence.close()
 
     # --- publishing (EventPublisher) ------------------------------------------------------
 
@@ -244,8 +243,7 @@ class Hub:
             self._bus.listen(family_channel(USER_FAMILY, str(conn.user_id)))
         self.by_user[conn.user_id].add(conn)
         self.by_session[conn.session_id].add(conn)
-        if self.presence.set(conn.user_id, conn.id, conn.status) is not None:
-            self._report(conn.user_id, conn.member_rooms)
+        self.cluster_presence.update(conn.user_id, conn.id, conn.status)
 
     def remove(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
@@ -261,8 +259,7 @@ class Hub:
         _discard(self.by_user, conn.user_id, conn)
         if conn.user_id not in self.by_user:
             self._bus.unlisten(family_channel(USER_FAMILY, str(conn.user_id)))
-        if self.presence.remove(conn.user_id, conn.id) is not None:
-            self._report(conn.user_id, rooms)
+        self.cluster_presence.remove(conn.user_id, conn.id, rooms)
 
     def add_membership(self, conn: Connection, room_id: uuid.UUID) -> None:
         """``conn``'s user is a member of the room: its room-wide events reach ``conn``."""
@@ -295,85 +292,11 @@ class Hub:
     def set_status(self, conn: Connection, status: str) -> None:
         assert conn.user_id is not None
         conn.status = status
-        if self.presence.set(conn.user_id, conn.id, status) is not None:
-            self._report(conn.user_id, conn.member_rooms)
+        self.cluster_presence.update(conn.user_id, conn.id, status)
 
     def presence_of(self, user_id: uuid.UUID) -> str:
         """The user's presence across the cluster."""
-        return self.directory.status(user_id)
-
-    def _report(self, user_id: uuid.UUID, extra_rooms: Iterable[uuid.UUID] = ()) -> None:
-        """Tell every node (this one too) this node's aggregate for the user, in order."""
-        rooms = set(extra_rooms)
-        for device in self.by_user.get(user_id, ()):
-            rooms |= device.member_rooms
-        report = PresenceReport(
-            node=self.node_id,
-            user_id=user_id,
-            status=self.presence.status(user_id),
-            rooms=sorted(rooms),
-        )
-        self._outbox.put_nowait(_encoder.encode(report))
-
-    async def _presence_loop(self) -> None:
-        """Publish reports in the order they were made; say we are alive; drop dead nodes."""
-        next_alive = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= next_alive:
-                next_alive = now + self.alive_interval
-                alive = _encoder.encode(NodeAlive(node=self.node_id))
-                try:
-                    await self._bus.publish(PRESENCE_CHANNEL, alive)
-                except Exception:
-                    raise_if_cancelling()
-                    _log.exception("presence publish failed")
-                for user_id, status, rooms in self.directory.expire(time.monotonic()):
-                    self._announce_presence(user_id, status, rooms)
-            try:
-                async with asyncio.timeout(max(0.0, next_alive - time.monotonic())):
-                    data = await self._outbox.get()
-            except TimeoutError:
-                raise_if_cancelling()  # a cancel racing the timeout must still stop the loop
-                continue
-            try:
-                await self._bus.publish(PRESENCE_CHANNEL, data)
-            except Exception:
-                raise_if_cancelling()
-                _log.exception("presence publish failed")
-
-    async def _on_presence(self, data: bytes) -> None:
-        message = _presence_decoder.decode(data)
-        now = time.monotonic()
-        if isinstance(message, NodeAlive):
-            self.directory.heard(message.node, now)
-        elif isinstance(message, PresenceSync):
-            if message.restarted and message.node != self.node_id:
-                # A node starts afresh: whatever it reported in a previous life is void.
-                for user_id, status, rooms in self.directory.forget_node(message.node):
-                    self._announce_presence(user_id, status, rooms)
-            self.directory.heard(message.node, now)
-            if message.node != self.node_id:
-                for user_id in list(self.by_user):
-                    self._report(user_id)
-        else:
-            audience = self.directory.rooms(message.user_id) | set(message.rooms)
-            changed = self.directory.report(
-                message.node, message.user_id, message.status, message.rooms, now
-            )
-            if changed is not None:
-                self._announce_presence(message.user_id, changed, audience)
-            self.directory.forget_rooms(message.user_id)
-
-    def _announce_presence(self, user_id: uuid.UUID, status: str, rooms: set[uuid.UUID]) -> None:
-        """Tell this node's connections that share one of ``rooms`` with the user, and the
-        user's own devices."""
-        frame = event_frame("presence.changed", {"userId": str(user_id), "status": status})
-        audience = set(self.by_user.get(user_id, ()))
-        for room_id in rooms:
-            audience.update(self.members_here.get(room_id, ()))
-        for conn in audience:
-            conn.send_raw(frame)
+        return self.cluster_presence.status_of(user_id)
 
     # --- room subscriptions ---------------------------------------------------------------
 

@@ -1136,6 +1136,11 @@ def encode(msg: ServerMessage | ClientMessage) -> bytes:
     return _encoder.encode(msg)
 
 
+def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
+    """A server event envelope, encoded once for every recipient of a fanned-out event."""
+    return _encoder.encode({"type": kind, "v": PROTOCOL_VERSION, "payload": payload})
+
+
 def ack(request_id: str, result: object = None) -> Ack:
     """Build the `ack` for a successful request."""
     return Ack(request_id=request_id, payload=AckPayload(result=result))
