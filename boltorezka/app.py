@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from boltorezka.api import auth, health, messages, rooms, turn, users
+from boltorezka.api import auth, health, messages, rooms, turn, users, webapp
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
 from boltorezka.bus import Bus, MemoryBus
@@ -34,6 +34,7 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     app[SERVICES] = services
     for module in (health, auth, users, rooms, messages, turn):
         app.add_routes(module.routes)
+    webapp.attach(app)
 
     bus = bus or MemoryBus()
     hub = Hub(bus, services.pool, services.metrics, node_id=services.settings.node_id or None)

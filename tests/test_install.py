@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,13 @@ def test_release_install_serves_from_outside_the_checkout(
         status, document = http("GET", server.base_url + "/v1/openapi.json")
         assert status == 200
         assert document == json.loads((ROOT / "protocol" / "openapi.json").read_text())
+        # The web app is package data too: / and its modules come from inside the wheel.
+        for path in ("/", "/app/main.js", "/sdk/index.js"):
+            with urllib.request.urlopen(server.base_url + path, timeout=10) as response:
+                kind = "text/html" if path == "/" else "text/javascript"
+                assert response.headers["Content-Type"].startswith(kind), path
+                packaged = ROOT / "boltorezka" / "web" / (path.strip("/") or "index.html")
+                assert response.read() == packaged.read_bytes(), path
         status, body = http(
             "POST",
             server.base_url + "/v1/auth/register",
