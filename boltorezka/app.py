@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from boltorezka.api import auth, health, messages, rooms, turn, users, webapp
+from boltorezka.api.cors import cors_middleware
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
 from boltorezka.bus import Bus, MemoryBus
@@ -27,7 +28,8 @@ _log = structlog.get_logger("boltorezka.app")
 def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     """An application around already-built services (tests build their own)."""
     app = web.Application(
-        middlewares=[request_middleware],
+        # CORS outermost, so its headers reach every answer, problem JSON included.
+        middlewares=[cors_middleware, request_middleware],
         # One byte over the body limit so our own check answers with the precise message.
         client_max_size=services.settings.max_body_bytes + 1,
     )

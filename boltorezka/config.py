@@ -77,6 +77,8 @@ class Settings:
     # How long an idle keep-alive connection stays open between requests.
     http_keepalive_seconds: float = 75.0
     ws_allowed_origins: tuple[str, ...] = ()
+    # Origins whose pages may call the REST API from another origin (CORS); empty: none.
+    cors_allowed_origins: tuple[str, ...] = ()
     ws_heartbeat_seconds: float = 20.0
     ws_auth_timeout_seconds: float = 10.0
     ws_max_frame_bytes: int = 64 * 1024
@@ -178,6 +180,11 @@ class Settings:
             ws_allowed_origins=tuple(
                 o.strip().rstrip("/")
                 for o in (get("WS_ALLOWED_ORIGINS") or "").split(",")
+                if o.strip()
+            ),
+            cors_allowed_origins=tuple(
+                o.strip().rstrip("/")
+                for o in (get("CORS_ALLOWED_ORIGINS") or "").split(",")
                 if o.strip()
             ),
             ws_heartbeat_seconds=_float(get, "WS_HEARTBEAT_SECONDS", 20.0, 0.1, 3600),
