@@ -585,8 +585,8 @@ async def test_a_unit_node_is_backed_up_and_restored_with_the_runbook_commands(
         activity = await run_blocks("host-shell", "db-activity", env=env, cwd=etc)
         assert "wait_event_type" in activity and re.search(r"^\d+$", activity, re.M), activity
 
-        # The database goes away under the node: /readyz says so, REST answers 500
-        # internal_error, the node runs on; it heals by itself once the database is back.
+        # The database goes away under the node: /readyz says so, REST answers 503
+        # unavailable with Retry-After, the node runs on; it heals by itself afterwards.
         await asyncio.to_thread(target.stop, "fast")
         checks = await run_blocks("node-checks", env=env | {"NODE": node.base}, cwd=etc)
         ready = json.loads(checks.splitlines()[0])
@@ -597,9 +597,9 @@ async def test_a_unit_node_is_backed_up_and_restored_with_the_runbook_commands(
             "GET",
             f"{node.base}/v1/rooms/{chat.rooms['private']}/messages",
             token=chat.tokens["bob"],
-            expect=500,
+            expect=503,
         )
-        assert problem["code"] == "internal_error" and problem["retryable"], problem
+        assert problem["code"] == "unavailable" and problem["retryable"], problem
         async with http.get(f"{node.base}/healthz") as live:
             assert live.status == 200
         await asyncio.to_thread(target.start)

@@ -21,7 +21,9 @@ from boltorezka.errors import (
     PayloadTooLarge,
     RouteNotFound,
     Unauthenticated,
+    Unavailable,
 )
+from boltorezka.store.outage import OUTAGE_ERRORS, RETRY_AFTER_MS
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _log = structlog.get_logger("boltorezka.http")
@@ -51,6 +53,14 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem_response(_from_http_exception(exc), request_id)
         if "Allow" in exc.headers:  # RFC 9110: a 405 lists the methods the route supports
             response.headers["Allow"] = exc.headers["Allow"]
+    except OUTAGE_ERRORS as exc:
+        # Every request fails alike while the database is away: a line each, no traceback,
+        # and an answer that tells the client to come back rather than report a bug.
+        _log.warning("database unreachable", path=request.path, error=repr(exc))
+        unavailable = Unavailable(
+            "the database is unreachable; try again", retryAfterMs=RETRY_AFTER_MS
+        )
+        response = problem_response(unavailable, request_id)
     except Exception:
         _log.exception("unhandled error", path=request.path, method=request.method)
         response = problem_response(InternalError(), request_id)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import WSMsgType, web
 
@@ -36,6 +35,7 @@ from boltorezka.realtime.handlers import ALREADY_ACKED, RequestHandlers, TooMany
 from boltorezka.realtime.hub import Hub
 from boltorezka.realtime.wsreader import StrictWebSocketResponse
 from boltorezka.runtime import Services
+from boltorezka.store.outage import OUTAGE_ERRORS, RETRY_AFTER_MS
 
 _log = structlog.get_logger("boltorezka.gateway")
 
@@ -50,17 +50,8 @@ FEATURES = [
     "sfu",
 ]
 BINARY_NOT_SUPPORTED = "binary_not_supported"
-# The database cannot be reached, or is shutting down: an outage, not a bug in a handler.
-# The same classification as the message writer's (store/writer.py) for chat.send.
-_OUTAGE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
-# How long a client is asked to wait before retrying while the database is unreachable.
-_OUTAGE_RETRY_MS = 1000
+_OUTAGE_ERRORS = OUTAGE_ERRORS
+_OUTAGE_RETRY_MS = RETRY_AFTER_MS
 # Frames up to this multiple of the limit are read and answered with frame_too_large;
 # beyond it the transport refuses to buffer them at all and closes with 1009.
 _HARD_FRAME_FACTOR = 4

@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 
 from boltorezka.store import Conn
+from boltorezka.store.outage import OUTAGE_ERRORS
 from boltorezka.store.records import Message
 
 _log = structlog.get_logger("boltorezka.store.writer")
@@ -43,13 +44,7 @@ _ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 # The whole transaction was undone and may simply be run again.
 _RETRY_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
 # The database cannot be reached, or is shutting down: an outage, not a bug in a batch.
-_OUTAGE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
+_OUTAGE_ERRORS = OUTAGE_ERRORS
 
 
 @dataclass(frozen=True, slots=True)
