@@ -10,14 +10,25 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from boltorezka.api.bodies import URL_PATTERN, check_url
 from boltorezka.app import build_app
 from boltorezka.errors import AppError
 from boltorezka.runtime import Services
 from tests.conftest import ROOT, make_client
-from tests.helpers import Account, add_member, create_room, post_message, register
+from tests.helpers import (
+    Account,
+    add_member,
+    create_room,
+    expect_problem,
+    post_message,
+    register,
+)
 
 OPENAPI = ROOT / "protocol" / "openapi.json"
 GENERATOR = ROOT / "tools" / "gen_openapi.py"
@@ -307,12 +318,28 @@ def test_validator_catches_what_it_should(doc: dict[str, Any]) -> None:
     assert schema_errors({"code": "no_such_code"}, problem, doc)
 
 
+def assert_documented_headers(
+    doc: dict[str, Any], documented: dict[str, Any], response: Any
+) -> None:
+    """Every header the reply documents as required is there, and matches its schema."""
+    for name, header in documented.get("headers", {}).items():
+        if "$ref" in header:
+            header = resolve(doc, header["$ref"])
+        value = response.headers.get(name)
+        if value is None:
+            assert not header.get("required"), f"{response.status}: no {name} header"
+            continue
+        errors = schema_errors(value, header["schema"], doc, name)
+        assert not errors, errors
+
+
 async def assert_documented(doc: dict[str, Any], method: str, template: str, response: Any) -> Any:
-    """The response's status, media type and body are what the document says."""
+    """The response's status, headers, media type and body are what the document says."""
     op = doc["paths"][template][method.lower()]
     status = str(response.status)
     assert status in op["responses"], f"{method} {template}: {status} is not documented"
     documented = op["responses"][status]
+    assert_documented_headers(doc, documented, response)
     media = response.content_type
     assert media in documented.get("content", {}), f"{method} {template} {status}: {media}"
     body = await response.json(content_type=None)
@@ -456,3 +483,266 @@ async def test_envelope_responses_match_their_schemas(
         f"/v1/rooms/{room}/transfer",
         json={"userId": bob.id},
     )
+
+
+# -- (e) what schemathesis found: the document and the server accept the same requests --------
+
+
+def _ecma(doc: dict[str, Any], schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """A JSON Schema 2020-12 validator (ECMA-262 patterns, formats on) over ``schema``."""
+    return jsonschema_rs.validator_for(
+        {**schema, "components": doc["components"]}, validate_formats=True
+    )
+
+
+def _request_strings(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, schema) of every string a request body or query parameter carries."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(schema: dict[str, Any], where: str) -> None:
+        if "$ref" in schema:
+            walk(resolve(doc, schema["$ref"]), where)
+        for option in schema.get("anyOf", ()):
+            walk(option, where)
+        for name, prop in schema.get("properties", {}).items():
+            walk(prop, f"{where}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{where}[]")
+        if schema.get("type") == "string":
+            found.append((where, schema))
+
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                walk(body["schema"], f"{method.upper()} {path} body")
+            for param in op["parameters"]:
+                if param.get("in") == "query":
+                    walk(param["schema"], f"{method.upper()} {path} ?{param['name']}")
+    return found
+
+
+def test_request_strings_refuse_nul_in_the_document_as_the_server_does(
+    doc: dict[str, Any],
+) -> None:
+    # decode_body and query_str answer 422 to U+0000 in any string, so a schema that allowed
+    # it would let a conforming client be refused.
+    strings = _request_strings(doc)
+    assert len(strings) > 20
+    for where, schema in strings:
+        if schema.get("format") == "uuid" or "enum" in schema:
+            continue  # no value the schema allows can hold U+0000
+        assert "pattern" in schema, f"{where}: nothing in the schema refuses U+0000"
+        sample = "ok-value"
+        assert not _ecma(doc, schema).is_valid(sample[:3] + "\x00" + sample[3:]), where
+        assert re.search(schema["pattern"], "a\x00b") is None, where
+
+
+@settings(max_examples=25, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_patterns_mean_the_same_to_python_and_to_ecma(
+    doc: dict[str, Any], data: st.DataObject
+) -> None:
+    """msgspec runs a pattern with Python's re, clients with ECMA-262: they must agree.
+
+    The classic split is ``$``, which in Python also matches before a final newline: the
+    username pattern let "abc\\n" through the server while the document refused it.
+    """
+    patterns = sorted({s["pattern"] for _, s in _request_strings(doc) if "pattern" in s})
+    assert len(patterns) >= 4
+    pattern = data.draw(st.sampled_from(patterns))
+    value = data.draw(st.from_regex(pattern, fullmatch=True))
+    ecma = _ecma(doc, {"type": "string", "pattern": pattern})
+    for candidate in (value, value + "\n", "\n" + value, value + "\x00"):
+        assert (re.search(pattern, candidate) is not None) == ecma.is_valid(candidate), (
+            pattern,
+            candidate,
+        )
+
+
+async def test_usernames_with_a_trailing_newline_are_refused(client: TestClient[Any, Any]) -> None:
+    # Python's "$" let "alice\n" past the body pattern, and the database's check on usernames
+    # refused it: a 500 for a request the document already called invalid.
+    response = await client.post(
+        "/v1/auth/register", json={"username": "alice\n", "password": "correct horse battery"}
+    )
+    await expect_problem(response, 422, "validation_failed")
+
+
+def test_avatar_url_schema_states_its_format(doc: dict[str, Any]) -> None:
+    avatar = doc["components"]["schemas"]["ProfileBody"]["properties"]["avatarUrl"]
+    url = next(option for option in avatar["anyOf"] if option.get("type") == "string")
+    assert url["format"] == "uri"
+    assert url["pattern"] == URL_PATTERN
+    assert url["maxLength"] == 2048
+    validator = _ecma(doc, url)
+    for bad in ("http://[", "http://a:99999", "javascript:alert(1)", "//cdn.example/a.png"):
+        assert not validator.is_valid(bad), bad
+    assert validator.is_valid("https://cdn.example:8443/a%20b.png?size=64#top")
+
+
+@settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(url=st.from_regex(URL_PATTERN, fullmatch=True))
+def test_every_url_the_schema_allows_is_a_uri_urllib_can_split(url: str) -> None:
+    """So a client that takes a stored avatarUrl apart with urlsplit never crashes."""
+    check_url(url)  # raises ValueError otherwise
+    assert jsonschema_rs.is_valid({"type": "string", "format": "uri"}, url, validate_formats=True)
+
+
+async def test_avatar_url_must_be_an_absolute_http_url(client: TestClient[Any, Any]) -> None:
+    alice = await register(client)
+    for bad in (
+        "http://[",  # urlsplit raises: "Invalid IPv6 URL"
+        "http://[::1",
+        "http://a:99999/x.png",  # SplitResult.port raises
+        "http://ex\u00e4mple.com/a.png",  # not ASCII
+        "https://user:pw@cdn.example/a.png",
+        "javascript:alert(1)",
+        "/relative.png",
+        "https://cdn.example/" + "a" * 2048,
+    ):
+        response = await client.patch("/v1/me", json={"avatarUrl": bad}, headers=alice.headers)
+        await expect_problem(response, 422, "validation_failed")
+    good = "https://cdn.example:8443/a%20b.png?size=64#top"
+    response = await client.patch("/v1/me", json={"avatarUrl": good}, headers=alice.headers)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["avatarUrl"] == good
+
+
+async def test_nul_is_refused_by_server_and_document_alike(
+    client: TestClient[Any, Any], doc: dict[str, Any]
+) -> None:
+    alice = await register(client)
+    body = {"name": "a\u0000b", "kind": "public"}
+    response = await client.post("/v1/rooms", json=body, headers=alice.headers)
+    await expect_problem(response, 422, "validation_failed")
+    schema = doc["paths"]["/v1/rooms"]["post"]["requestBody"]["content"]["application/json"]
+    assert not _ecma(doc, schema["schema"]).is_valid(body)
+    assert _ecma(doc, schema["schema"]).is_valid({"name": "ab", "kind": "public"})
+
+
+async def test_search_needs_more_than_spaces_in_document_and_server(
+    client: TestClient[Any, Any], doc: dict[str, Any]
+) -> None:
+    alice = await register(client)
+    (q,) = [
+        p for p in doc["paths"]["/v1/messages/search"]["get"]["parameters"] if p.get("name") == "q"
+    ]
+    validator = _ecma(doc, q["schema"])
+    for blank in (" ", "\t \u3000", "\u00a0"):
+        assert not validator.is_valid(blank), repr(blank)
+        response = await client.get(
+            "/v1/messages/search", params={"q": blank}, headers=alice.headers
+        )
+        body = await expect_problem(response, 422, "validation_failed")
+        assert body["field"] == "q"
+    assert validator.is_valid(" fox ")
+    response = await client.get("/v1/messages/search", params={"q": " fox "}, headers=alice.headers)
+    assert response.status == 200, await response.text()
+
+
+async def test_a_whole_number_written_as_a_float_is_an_integer(
+    client: TestClient[Any, Any],
+) -> None:
+    # JSON Schema's "integer" admits 2.0, so the server must take it as 2.
+    alice = await register(client)
+    room = await create_room(client, alice)
+    await post_message(client, room, alice, "one")
+    response = await client.put(f"/v1/rooms/{room}/read", json={"seq": 1.0}, headers=alice.headers)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["seq"] == 1
+    response = await client.put(f"/v1/rooms/{room}/read", json={"seq": 0.5}, headers=alice.headers)
+    await expect_problem(response, 422, "validation_failed")
+
+
+def test_state_checked_fields_are_listed_on_the_422_answer(doc: dict[str, Any]) -> None:
+    """Where only stored state can refuse a schema-valid value, the document names the field."""
+    listed = {
+        op["operationId"]: op["responses"]["422"].get("x-state-checked-fields")
+        for item in doc["paths"].values()
+        for op in item.values()
+        if "422" in op["responses"] and "x-state-checked-fields" in op["responses"]["422"]
+    }
+    assert listed == {
+        "openDirectRoom": ["userId"],
+        "listPublicRooms": ["cursor"],
+        "transferOwnership": ["userId"],
+        "postMessage": ["replyTo"],
+        "markRead": ["seq"],
+        "searchMessages": ["cursor"],
+    }
+
+
+def test_websocket_handshake_headers_are_required_parameters(doc: dict[str, Any]) -> None:
+    op = doc["paths"]["/v1/ws"]["get"]
+    headers = {p["name"]: p for p in op["parameters"] if p.get("in") == "header"}
+    required = {name for name, p in headers.items() if p["required"]}
+    assert required == {"Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version"}
+    assert "Origin" in headers
+    # What a browser sends is schema-valid; a plain GET lacks them, so 426 is no surprise.
+    browser = {
+        "Upgrade": "websocket",
+        "Connection": "keep-alive, Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    for name, value in browser.items():
+        assert _ecma(doc, headers[name]["schema"]).is_valid(value), name
+    upgrade = op["responses"]["426"]["headers"]["Upgrade"]
+    assert upgrade["required"] is True and upgrade["schema"]["enum"] == ["websocket"]
+    assert {"Upgrade", "Connection", "Sec-WebSocket-Accept"} <= set(
+        op["responses"]["101"]["headers"]
+    )
+
+
+async def test_websocket_answers_are_documented(
+    client: TestClient[Any, Any], doc: dict[str, Any]
+) -> None:
+    plain = await client.get("/v1/ws")
+    assert plain.status == 426
+    assert plain.headers["Upgrade"] == "websocket"  # RFC 9110: a 426 names the protocol
+    await assert_documented(doc, "GET", "/v1/ws", plain)
+    handshake = await client.get(
+        "/v1/ws",
+        headers={
+            "Upgrade": "WebSocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    try:
+        assert handshake.status == 101
+        documented = doc["paths"]["/v1/ws"]["get"]["responses"]["101"]
+        assert_documented_headers(doc, documented, handshake)
+    finally:
+        handshake.close()
+
+
+async def test_allow_lists_exactly_the_methods_of_the_matched_resource(
+    client: TestClient[Any, Any], doc: dict[str, Any]
+) -> None:
+    """OPTIONS, and any other method a path lacks, answers 405 with that path's own methods.
+
+    /v1/rooms/direct and /v1/rooms/public used to advertise /v1/rooms/{roomId}'s methods
+    too, because that dynamic route also matched them; PATCH on them even reached it.
+    """
+    for path, item in doc["paths"].items():
+        url = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        documented = {method.upper() for method in item}
+        if "GET" in documented:
+            documented.add("HEAD")  # aiohttp answers HEAD wherever it answers GET
+        response = await client.options(url)
+        await expect_problem(response, 405, "method_not_allowed")
+        assert set(response.headers["Allow"].split(",")) == documented, path
+    for path, allowed in (("/v1/rooms/direct", {"POST"}), ("/v1/rooms/public", {"GET", "HEAD"})):
+        for method in ("PATCH", "DELETE"):
+            response = await client.request(method, path)
+            await expect_problem(response, 405, "method_not_allowed")
+            assert set(response.headers["Allow"].split(",")) == allowed, (method, path)

@@ -47,12 +47,13 @@ import msgspec.inspect  # noqa: E402
 
 from boltorezka import __version__, errors  # noqa: E402
 from boltorezka.api import bodies  # noqa: E402
-from boltorezka.api.messages import MAX_SEQ  # noqa: E402
+from boltorezka.api.messages import MAX_SEQ, SEARCH_QUERY_PATTERN  # noqa: E402
 from boltorezka.api.problems import PROBLEM_TYPE_PREFIX  # noqa: E402
 from boltorezka.auth.service import TokenPair  # noqa: E402
 from boltorezka.errors import AppError  # noqa: E402
 from boltorezka.messages.service import ReadMarker  # noqa: E402
 from boltorezka.realtime.gateway import OriginRejected  # noqa: E402
+from boltorezka.realtime.handlers import TooManyConnections  # noqa: E402
 from boltorezka.rooms.service import RoomSummary, RoomView  # noqa: E402
 from boltorezka.rtc.turn import TurnCredentials  # noqa: E402
 from boltorezka.store.records import DeviceSession, Member, Message, Room, User  # noqa: E402
@@ -124,6 +125,16 @@ class Readiness(_Envelope):
 
 
 @dataclass(frozen=True)
+class ReplyHeader:
+    """A response header; ``required``: the server sends it on every such response."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] | None = None  # None: any string
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class Reply:
     """One success response: its status, description and body (None: no body)."""
 
@@ -133,11 +144,21 @@ class Reply:
     media_type: str = "application/json"
     # A WebSocket upgrade answer is sent before the middleware could add X-Request-ID.
     request_id_header: bool = True
-    headers: tuple[tuple[str, str], ...] = ()  # (name, description) of further headers
+    headers: tuple[ReplyHeader, ...] = ()
 
 
 @dataclass(frozen=True)
 class Query:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderParam:
+    """A request header the operation reads (beyond Authorization and X-Request-ID)."""
+
     name: str
     description: str
     schema: dict[str, Any]
@@ -156,7 +177,12 @@ class Op:
     body: type[msgspec.Struct] | None = None
     errors: tuple[type[AppError], ...] = ()
     query: tuple[Query, ...] = ()
+    headers: tuple[HeaderParam, ...] = ()
     description: str = ""
+    # Fields whose value a schema-valid request can still be refused for (422
+    # `validation_failed` naming the field), because only stored state can tell: a cursor
+    # this server did not issue, a seq past the newest message, your own user id...
+    state_checked: tuple[str, ...] = ()
 
 
 def _int_param(low: int, high: int, default: int | None = None) -> dict[str, Any]:
@@ -166,11 +192,19 @@ def _int_param(low: int, high: int, default: int | None = None) -> dict[str, Any
     return schema
 
 
-def _str_param(max_length: int, min_length: int = 0) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "maxLength": max_length}
+def _str_param(
+    max_length: int, min_length: int = 0, pattern: str = bodies.NO_NUL
+) -> dict[str, Any]:
+    # The default pattern: query strings, like bodies, may not carry U+0000 (query_str).
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, "pattern": pattern}
     if min_length:
         schema["minLength"] = min_length
     return schema
+
+
+def _case_insensitive(word: str) -> str:
+    """A pattern piece matching ``word`` in any case (ECMA-262 has no inline ``(?i)``)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
 CURSOR = Query(
@@ -181,6 +215,46 @@ E = errors
 # Errors of a room the caller must at least see (private rooms they are not in are 404).
 ROOM_READ = (E.RoomNotFound, E.NotAMember)
 ROOM_ADMIN = (E.RoomNotFound, E.NotAMember, E.Forbidden, E.DirectRoomImmutable)
+
+# What aiohttp's handshake accepts (checked against it by the fuzz tests): the tokens are
+# case-insensitive, Connection is a list that must hold `upgrade`, and versions 8 and 7
+# (pre-RFC drafts) pass as well as 13.
+_UPGRADE_TOKEN = _case_insensitive("upgrade")
+WS_HANDSHAKE = (
+    HeaderParam(
+        "Upgrade",
+        "`websocket` (any case).",
+        {"type": "string", "pattern": f"^{_case_insensitive('websocket')}$"},
+        required=True,
+    ),
+    HeaderParam(
+        "Connection",
+        "A list of connection options holding `Upgrade` (any case).",
+        {
+            "type": "string",
+            "pattern": rf"^(?:[^,]*,)*[ \t]*{_UPGRADE_TOKEN}[ \t]*(?:,[^,]*)*$",
+        },
+        required=True,
+    ),
+    HeaderParam(
+        "Sec-WebSocket-Key",
+        "16 random bytes, base64: a fresh value for every handshake.",
+        {"type": "string", "pattern": r"^[A-Za-z0-9+/]{22}==$"},
+        required=True,
+    ),
+    HeaderParam(
+        "Sec-WebSocket-Version",
+        "`13` (RFC 6455); `8` and `7`, from its drafts, are accepted too.",
+        {"type": "string", "enum": ["13", "8", "7"]},
+        required=True,
+    ),
+    HeaderParam(
+        "Origin",
+        "Sent by browsers: it must be in `BOLTOREZKA_WS_ALLOWED_ORIGINS` or, with none "
+        "configured, be this server's own origin; else `origin_rejected` (403).",
+        {"type": "string"},
+    ),
+)
 
 OPERATIONS: tuple[Op, ...] = (
     # -- operations ------------------------------------------------------------------------
@@ -241,7 +315,14 @@ OPERATIONS: tuple[Op, ...] = (
                 "Credentials in coturn's TURN REST scheme, and `iceServers` ready for "
                 "`RTCConfiguration`.",
                 TurnCredentials,
-                headers=(("Cache-Control", "`no-store`: the credentials are per user."),),
+                headers=(
+                    ReplyHeader(
+                        "Cache-Control",
+                        "`no-store`: the credentials are per user.",
+                        {"type": "string", "enum": ["no-store"]},
+                        required=True,
+                    ),
+                ),
             ),
         ),
         errors=(E.TurnNotConfigured,),
@@ -260,12 +341,34 @@ OPERATIONS: tuple[Op, ...] = (
                 "the client authenticates in its first message. The envelopes are specified "
                 "in protocol/README.md and protocol/schemas/.",
                 request_id_header=False,
+                headers=(
+                    ReplyHeader("Upgrade", "`websocket`.", {"type": "string"}, required=True),
+                    ReplyHeader("Connection", "`upgrade`.", {"type": "string"}, required=True),
+                    ReplyHeader(
+                        "Sec-WebSocket-Accept",
+                        "The RFC 6455 answer to `Sec-WebSocket-Key`.",
+                        {"type": "string", "pattern": r"^[A-Za-z0-9+/]{27}=$"},
+                        required=True,
+                    ),
+                ),
             ),
         ),
         bearer=False,
-        errors=(E.UpgradeRequired, OriginRejected, E.RateLimited, E.Unavailable),
-        description="`upgrade_required` (426) answers a request that is not a WebSocket "
-        "upgrade. The access token goes in the first message, never in the URL.",
+        errors=(
+            E.UpgradeRequired,
+            OriginRejected,
+            E.RateLimited,
+            TooManyConnections,
+            E.Unavailable,
+        ),
+        headers=WS_HANDSHAKE,
+        description="A WebSocket opening handshake (RFC 6455): the four handshake headers "
+        "below are required, and a request without them (a plain GET) is answered "
+        "`upgrade_required` (426, with `Upgrade: websocket`). A browser's `Origin` must be "
+        "allowed (`origin_rejected`, 403); new connections per address are rate limited "
+        "(`rate_limited`, 429) and open ones capped (`too_many_connections`, 429); a "
+        "draining node answers `unavailable` (503). The access token goes in the first "
+        "message, never in the URL.",
     ),
     # -- auth ------------------------------------------------------------------------------
     Op(
@@ -296,11 +399,23 @@ OPERATIONS: tuple[Op, ...] = (
         "refresh",
         "Rotate the refresh token and get a new access token",
         "auth",
-        (Reply(200, "New tokens; the old refresh token is spent.", TokenPair),),
+        (
+            Reply(
+                200,
+                "New tokens; the old refresh token is spent. Presented again within "
+                "`BOLTOREZKA_REFRESH_REUSE_GRACE_SECONDS`, it returns this same pair.",
+                TokenPair,
+            ),
+        ),
         bearer=False,
         body=bodies.RefreshBody,
         errors=(E.InvalidRefreshToken, E.RefreshTokenReused),
-        description="Presenting an already used refresh token revokes its device session.",
+        description=(
+            "Presenting a refresh token that was already rotated revokes its device session "
+            "(`refresh_token_reused`), except the token rotated last, presented again within "
+            "the grace window: that returns the pair its rotation issued (a retry after a "
+            "lost response, or tabs racing)."
+        ),
     ),
     Op(
         "post",
@@ -380,6 +495,7 @@ OPERATIONS: tuple[Op, ...] = (
         ),
         body=bodies.DirectRoomBody,
         errors=(E.UserNotFound,),
+        state_checked=("userId",),  # your own id
     ),
     Op(
         "get",
@@ -401,6 +517,7 @@ OPERATIONS: tuple[Op, ...] = (
             Query("limit", "Page size.", _int_param(1, 100, 50)),
             CURSOR,
         ),
+        state_checked=("cursor",),
     ),
     Op(
         "get",
@@ -475,6 +592,7 @@ OPERATIONS: tuple[Op, ...] = (
         (Reply(200, "The former and the new owner.", MemberList),),
         body=bodies.TransferBody,
         errors=(*ROOM_ADMIN, E.UserNotFound),
+        state_checked=("userId",),  # the owner's own id
     ),
     Op(
         "get",
@@ -527,6 +645,7 @@ OPERATIONS: tuple[Op, ...] = (
         ),
         body=bodies.PostMessageBody,
         errors=(*ROOM_READ, E.RoomArchived, E.IdempotencyConflict),
+        state_checked=("replyTo",),  # not a message of this room
     ),
     Op(
         "get",
@@ -578,6 +697,7 @@ OPERATIONS: tuple[Op, ...] = (
         (Reply(200, "The read marker as stored (it never moves backwards).", ReadMarker),),
         body=bodies.ReadMarkerBody,
         errors=ROOM_READ,
+        state_checked=("seq",),  # past the room's newest message
     ),
     Op(
         "get",
@@ -588,11 +708,17 @@ OPERATIONS: tuple[Op, ...] = (
         (Reply(200, "One page of matches.", SearchPage),),
         errors=ROOM_READ,
         query=(
-            Query("q", "The text to search for.", _str_param(200, 1), required=True),
+            Query(
+                "q",
+                "The text to search for: not only spaces.",
+                _str_param(200, 1, SEARCH_QUERY_PATTERN),
+                required=True,
+            ),
             Query("roomId", "Search this room only.", {"type": "string", "format": "uuid"}),
             Query("limit", "Page size.", _int_param(1, 100, 20)),
             CURSOR,
         ),
+        state_checked=("cursor",),
     ),
 )
 
@@ -613,10 +739,15 @@ PATH_PARAMS = {
 }
 
 # Errors that come from the plumbing rather than from an operation's own logic.
-GLOBAL_ERRORS: tuple[type[AppError], ...] = (
+GLOBAL_ERRORS: tuple[type[AppError], ...] = (  # any path, so on no operation
     E.RouteNotFound,
     E.MethodNotAllowed,
-)  # any path, so on no operation
+    # From the HTTP edge (api/edge.py), before any route is matched.
+    E.MalformedRequest,
+    E.RequestTimeout,
+    E.UriTooLong,
+    E.HeadersTooLarge,
+)
 BODY_ERRORS = (E.MalformedJson, E.PayloadTooLarge, E.UnsupportedMediaType, E.InvalidInput)
 BEARER_ERRORS = (E.Unauthenticated, E.InvalidToken, E.TokenExpired, E.SessionRevoked)
 ALWAYS_ERRORS = (E.InternalError,)
@@ -626,8 +757,11 @@ The control plane of Boltorezka: accounts and device sessions, profiles, rooms, 
 and roles, message history and search.
 
 Every error is problem JSON (`application/problem+json`, see the `Problem` schema) with a \
-stable machine `code`; each response below lists the codes it can carry. Two more apply to \
-every path: `route_not_found` (404) and `method_not_allowed` (405, with `Allow`).
+stable machine `code`; each response below lists the codes it can carry. Some apply to every \
+path, so are listed on none: `route_not_found` (404), `method_not_allowed` (405, with `Allow` \
+listing the methods of that path) and, from the HTTP parser before any route, \
+`malformed_request` (400), `request_timeout` (408), `uri_too_long` (414) and \
+`headers_too_large` (431).
 
 Every response but a WebSocket upgrade carries `X-Request-ID`: the request's own when it sent \
 a valid one, else a fresh id. Generated by tools/gen_openapi.py; do not edit."""
@@ -735,13 +869,20 @@ def _require_encoded_fields(components: dict[str, Any]) -> None:
         schema["required"] = [f.encode_name for f in info.fields if f.default is not msgspec.UNSET]
 
 
-def _header(description: str) -> dict[str, Any]:
-    return {"description": description, "schema": {"type": "string"}}
+def _header(
+    description: str, schema: dict[str, Any] | None = None, *, required: bool = False
+) -> dict[str, Any]:
+    header: dict[str, Any] = {"description": description, "schema": schema or {"type": "string"}}
+    if required:
+        header["required"] = True
+    return header
 
 
 def _reply_object(reply: Reply, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {"description": reply.description}
-    headers: dict[str, Any] = {name: _header(text) for name, text in reply.headers}
+    headers: dict[str, Any] = {
+        h.name: _header(h.description, h.schema, required=h.required) for h in reply.headers
+    }
     if reply.request_id_header:
         headers["X-Request-ID"] = {"$ref": "#/components/headers/X-Request-ID"}
     if headers:
@@ -774,14 +915,34 @@ def _problem_replies(op: Op) -> dict[str, Any]:
         headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
         if E.RateLimited.code in codes:
             headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
-        replies[str(status)] = {
-            "description": "Problem: " + ", ".join(f"`{code}`" for code in listed) + ".",
+        if status == 401:
+            headers["WWW-Authenticate"] = _header(
+                "`Bearer` with, when a token was sent, why it was refused (RFC 6750).",
+                required=True,
+            )
+        if E.UpgradeRequired.code in codes:
+            headers["Upgrade"] = _header(
+                "The protocol to switch to (RFC 9110).",
+                {"type": "string", "enum": ["websocket"]},
+                required=True,
+            )
+        description = "Problem: " + ", ".join(f"`{code}`" for code in listed) + "."
+        reply: dict[str, Any] = {
             "headers": headers,
             "content": {
                 "application/problem+json": {"schema": {"$ref": SCHEMA_REF.format(name="Problem")}}
             },
             "x-problem-codes": listed,
         }
+        if status == E.InvalidInput.status and op.state_checked:
+            fields = ", ".join(f"`{name}`" for name in op.state_checked)
+            description += (
+                f" A request the schema accepts can still be refused for {fields}: "
+                "that check needs the stored state."
+            )
+            reply["x-state-checked-fields"] = list(op.state_checked)
+        reply["description"] = description
+        replies[str(status)] = reply
     return replies
 
 
@@ -805,6 +966,16 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
                 "required": query.required,
                 "description": query.description,
                 "schema": query.schema,
+            }
+        )
+    for header in op.headers:
+        params.append(
+            {
+                "name": header.name,
+                "in": "header",
+                "required": header.required,
+                "description": header.description,
+                "schema": header.schema,
             }
         )
     params.append({"$ref": "#/components/parameters/X-Request-ID"})
@@ -886,7 +1057,9 @@ def build() -> dict[str, Any]:
                 }
             },
             "headers": {
-                "X-Request-ID": _header("The request's id (yours when valid, else generated)."),
+                "X-Request-ID": _header(
+                    "The request's id (yours when valid, else generated).", required=True
+                ),
                 "Retry-After": _header("Seconds to wait before retrying."),
             },
         },

@@ -1,24 +1,84 @@
-"""Request bodies for the REST API, validated by msgspec with explicit limits."""
+"""Request bodies for the REST API, validated by msgspec with explicit limits.
+
+Every limit here is also the published schema (tools/gen_openapi.py renders these structs),
+so a rule the server enforces must be expressible as a JSON Schema keyword, and each pattern
+must mean the same to Python's ``re`` (what msgspec runs) and to ECMA-262 (what JSON Schema
+validators and clients run): explicit character classes, no ``\\s`` or ``\\w`` (their sets
+differ), and ``(?!\\n)$`` at the end, because Python's ``$`` also matches before a final
+newline.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
-Username = Annotated[str, msgspec.Meta(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
-Password = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
-DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-DeviceName = Annotated[str, msgspec.Meta(max_length=64)]
-RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Topic = Annotated[str, msgspec.Meta(max_length=500)]
-Bio = Annotated[str, msgspec.Meta(max_length=500)]
-Url = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://\S+$")]
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Body = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
-RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+# Text columns cannot hold U+0000, so decode_body refuses it in every string of a body; the
+# schema says so too, or a schema-valid body could still be answered 422.
+NO_NUL = r"^[^\u0000]*$"
+_END = r"(?!\n)$"
+
+
+def _text(min_length: int = 0, *, max_length: int) -> msgspec.Meta:
+    if min_length:
+        return msgspec.Meta(min_length=min_length, max_length=max_length, pattern=NO_NUL)
+    return msgspec.Meta(max_length=max_length, pattern=NO_NUL)
+
+
+# An absolute http(s) URL in RFC 3986 form, ASCII only: a host name (no user info, no IP-literal
+# brackets), an optional port in range, then path and query characters, and a fragment.
+# Everything it matches is a valid `uri` and parses with urllib.parse.urlsplit, port included;
+# the server checks that as well (ProfileBody), so the schema and the server accept the same
+# values. It is flat on purpose: nested repetitions make schema-driven generators (the fuzz
+# tests) many times slower.
+_URL_CHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+URL_PATTERN = (
+    r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+    rf"(?::{_PORT})?(?:[/?]{_URL_CHAR}*)?(?:#{_URL_CHAR}*)?{_END}"
+)
+URL_MAX_LENGTH = 2048
+
+Username = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=32, pattern=rf"^[A-Za-z0-9_.-]+{_END}")
+]
+Password = Annotated[str, _text(8, max_length=256)]
+DisplayName = Annotated[str, _text(1, max_length=64)]
+DeviceName = Annotated[str, _text(max_length=64)]
+RoomName = Annotated[str, _text(1, max_length=100)]
+Topic = Annotated[str, _text(max_length=500)]
+Bio = Annotated[str, _text(max_length=500)]
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=URL_MAX_LENGTH,
+        pattern=URL_PATTERN,
+        description="An absolute `http` or `https` URL (RFC 3986, ASCII; no user info).",
+        extra_json_schema={"format": "uri"},
+    ),
+]
+ClientMsgId = Annotated[str, _text(1, max_length=64)]
+Body = Annotated[str, _text(1, max_length=4000)]
+RefreshToken = Annotated[str, _text(1, max_length=512)]
+# JSON has one number type: 2.0 is the integer 2, and JSON Schema's "integer" says so, so a
+# whole number written with a fraction or an exponent is a seq too (handlers take its int()).
+Seq = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0, multiple_of=1)]
+
+
+def check_url(value: str) -> None:
+    """Refuse a URL that urllib cannot take apart (ValueError, which msgspec reports as 422).
+
+    URL_PATTERN already excludes everything found to fail here (brackets, non-ASCII netlocs,
+    ports out of range); this keeps a value clients would choke on from ever being stored,
+    should the pattern and urllib disagree after all.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("avatarUrl must be an absolute http or https URL")
+    _ = parts.port  # raises ValueError when the port is out of range
 
 
 class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -33,8 +93,8 @@ class RegisterBody(_Body):
 
 
 class LoginBody(_Body):
-    username: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    username: Annotated[str, _text(1, max_length=64)]
+    password: Annotated[str, _text(1, max_length=256)]
     device_name: DeviceName = ""
 
 
@@ -47,6 +107,10 @@ class ProfileBody(_Body):
     bio: Bio | None = None
     # Explicit null clears the avatar; absence leaves it as it is.
     avatar_url: Url | msgspec.UnsetType | None = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.avatar_url, str):
+            check_url(self.avatar_url)
 
 
 class CreateRoomBody(_Body):

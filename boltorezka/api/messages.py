@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from boltorezka import cursor
@@ -21,6 +23,16 @@ from boltorezka.errors import InvalidInput
 
 routes = web.RouteTableDef()
 MAX_SEQ = 2**63 - 1
+# Whitespace as str.strip() sees it (every character whose isspace() is true), spelled out
+# because \s means other sets in Python and in ECMA-262, and this pattern is published.
+_SPACE = (
+    r"\t\n\u000b\f\r \u001c-\u001f\u0085\u00a0\u1680"
+    r"\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# A search needs some text that is not space (a blank q would search for nothing) and no NUL.
+# tools/gen_openapi.py publishes this pattern; the handler checks the very same one.
+SEARCH_QUERY_PATTERN = rf"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
+_SEARCH_QUERY = re.compile(SEARCH_QUERY_PATTERN)
 
 
 @routes.post("/v1/rooms/{roomId}/messages")
@@ -75,16 +87,19 @@ async def mark_read(request: web.Request) -> web.Response:
     me = actor(request)
     room_id = path_uuid(request, "roomId")
     body = await decode_body(request, ReadMarkerBody)
-    marker = await request.app[SERVICES].messages.mark_read(me, room_id, body.seq)
+    marker = await request.app[SERVICES].messages.mark_read(me, room_id, int(body.seq))
     return json_response(marker)
 
 
 @routes.get("/v1/messages/search")
 async def search(request: web.Request) -> web.Response:
     me = actor(request)
-    query = (query_str(request, "q", max_length=200) or "").strip()
-    if not query:
+    raw = query_str(request, "q", max_length=200)
+    if raw is None:
         raise InvalidInput("query parameter 'q' is required", field="q")
+    if not _SEARCH_QUERY.search(raw):
+        raise InvalidInput("query parameter 'q' must contain more than spaces", field="q")
+    query = raw.strip()
     limit = query_int(request, "limit", 20, low=1, high=100)
     assert limit is not None
     position = cursor.decode(query_str(request, "cursor", max_length=200))

@@ -34,6 +34,9 @@ def problem_response(error: AppError, request_id: str) -> web.Response:
             else f'Bearer realm="boltorezka", error="invalid_token", '
             f'error_description="{error.code}"'
         )
+    if error.status == 426:
+        # RFC 9110 (15.5.22): a 426 names the protocol to upgrade to; ours is only WebSocket.
+        headers["Upgrade"] = "websocket"
     retry_after_ms = error.extra.get("retryAfterMs")
     if isinstance(retry_after_ms, int):
         headers["Retry-After"] = str(max(1, -(-retry_after_ms // 1000)))

@@ -26,6 +26,12 @@ from boltorezka.api.http import (
 from boltorezka.api.keys import SERVICES
 
 routes = web.RouteTableDef()
+# /v1/rooms/direct and /v1/rooms/public are resources of their own, and a room id is never
+# one of those words. Without the exclusion this dynamic resource matched them too: PATCH
+# /v1/rooms/direct reached update_room (422 for the "id") instead of answering 405, and the
+# router's 405 (and so OPTIONS) advertised the methods of both resources in Allow. Anything
+# else that is not a UUID still reaches the handler, which answers 422 naming the parameter.
+ROOM = "/v1/rooms/{roomId:(?!(?:direct|public)$)[^/]+}"
 
 
 @routes.post("/v1/rooms")
@@ -64,13 +70,13 @@ async def list_public_rooms(request: web.Request) -> web.Response:
     return json_response({"rooms": rooms, "nextCursor": next_cursor})
 
 
-@routes.get("/v1/rooms/{roomId}")
+@routes.get(ROOM)
 async def get_room(request: web.Request) -> web.Response:
     view = await request.app[SERVICES].rooms.get(actor(request), path_uuid(request, "roomId"))
     return json_response(view)
 
 
-@routes.patch("/v1/rooms/{roomId}")
+@routes.patch(ROOM)
 async def update_room(request: web.Request) -> web.Response:
     me = actor(request)
     room_id = path_uuid(request, "roomId")
@@ -79,7 +85,7 @@ async def update_room(request: web.Request) -> web.Response:
     return json_response(view)
 
 
-@routes.delete("/v1/rooms/{roomId}")
+@routes.delete(ROOM)
 async def delete_room(request: web.Request) -> web.Response:
     await request.app[SERVICES].rooms.delete(
         actor(request), path_uuid(request, "roomId"), request_info(request)
