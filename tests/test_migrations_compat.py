@@ -174,10 +174,11 @@ def test_the_allowlist_names_shipped_migrations_only() -> None:
     assert set(ALLOWED) <= names, sorted(set(ALLOWED) - names)
 
 
-@pytest.mark.parametrize("path", _shipped(), ids=lambda path: path.name)
+# The allowlisted files are judged by their reasons, not by the scan.
+@pytest.mark.parametrize(
+    "path", [p for p in _shipped() if p.name not in ALLOWED], ids=lambda path: path.name
+)
 def test_every_migration_only_adds(path: Path) -> None:
-    if path.name in ALLOWED:
-        pytest.skip(f"allowed: {ALLOWED[path.name]}")
     found = violations(path.read_text(encoding="utf-8"))
     assert not found, f"{path.name} breaks the previous release:\n" + "\n".join(found)
 
