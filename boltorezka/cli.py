@@ -327,7 +327,7 @@ async def _serve(settings: Settings) -> int:
     await stop.wait()
     # Readiness turns 503 first; connections are still accepted during the pre-stop delay,
     # so a balancer polling /readyz takes the node out before anything is refused.
-    services.extras["draining"] = True
+    services.draining = True
     if settings.drain_prestop_seconds > 0:
         _log.info("not ready; still accepting", prestop_seconds=settings.drain_prestop_seconds)
         await asyncio.sleep(settings.drain_prestop_seconds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -39,7 +39,8 @@ class Services:
     embedded_server: Any = None
     # The Redis the shared rate limits live in (None: each process keeps its own).
     redis: SharedRedis | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # Set when the process starts draining: /readyz answers 503 from then on.
+    draining: bool = False
 
     @classmethod
     def build(

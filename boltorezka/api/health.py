@@ -41,7 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
         # strand new connections from the rest of their rooms: take no new ones.
         checks["bus"] = routing
         ready = False
-    if services.extras.get("draining"):
+    if services.draining:
         checks["draining"] = "yes"
         ready = False
     return json_response(
