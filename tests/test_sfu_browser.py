@@ -28,24 +28,13 @@ from aiohttp import web
 
 from boltorezka.runtime import Services
 from tests.helpers import add_member, create_room, quick_accounts
-from tests.redis_server import require_program
 from tests.test_sfu_call import sfu_stack
+from tests.test_web_sdk import CHROMIUM_ARGS, require_chromium
 
 if TYPE_CHECKING:
     from playwright.async_api import ConsoleMessage, Page
     from playwright.async_api import Error as PageError
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HARNESS = Path(__file__).resolve().parent / "web_harness"
 # Generous for a loaded two-core machine; each wait returns as soon as its condition holds.
 MEDIA_DEADLINE = 50.0
@@ -55,7 +44,7 @@ FRAMES = 10
 
 
 def chromium_or_skip() -> str:
-    path = require_program(CHROMIUM if os.access(CHROMIUM, os.X_OK) else None, "chromium")
+    path = require_chromium()
     if os.environ.get("CI") == "true":
         import playwright  # noqa: F401  (on CI a missing Playwright fails the test)
     else:

@@ -31,21 +31,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from tests.test_readme_walkthrough import Server, running_server
-from tests.test_web_sdk import CHROMIUM, require_chromium
+from tests.test_web_sdk import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.turn import TurnServer, run_coturn
 
 SECRET = "web-e2e-turn-secret-0123456789abcdef"
 PASSWORD = "correct horse battery"
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 MEDIA_TIMEOUT = 30.0

@@ -23,6 +23,18 @@ from tests.redis_server import require_program
 WEB = ROOT / "clients" / "web"
 TSC = WEB / "node_modules" / "typescript" / "bin" / "tsc"
 CHROMIUM = Path("/usr/bin/chromium")
+# Fake camera and microphone, and none of the background traffic this closed network refuses;
+# every browser test launches with these.
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 NODE_TESTS = sorted(path.name for path in (WEB / "test").glob("*.test.js"))
 MIN_NODE = 20
 

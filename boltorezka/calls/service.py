@@ -299,15 +299,19 @@ class CallService:
         role = require_member(await resolve_access(self._pool, actor, call.room_id))
         if call.participant_of(connection_id) is None and ROLE_RANK[role] < ROLE_RANK["admin"]:
             raise NotInCall("only participants or room admins can end a call")
+        await self._end_for_everyone(call, "ended_by_user")
+        return {"callId": str(call.id), "state": call.state.value}
+
+    async def _end_for_everyone(self, call: Call, reason: str) -> None:
+        """End a live call held here, stored and announced; InvalidTransition if it ended."""
         async with self._lock_of(call.id):
             leaving = list(call.participants.values())
-            call.end("ended_by_user")
+            call.end(reason)
             await self._persist_end(call)
         for participant in leaving:
             await self._sfu_left(call, participant)
         self._metrics.call_events.labels("end").inc()
         await self._announce(call)
-        return {"callId": str(call.id), "state": call.state.value}
 
     async def membership_ended(self, room_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
         """``user_id`` is no longer a member of the room (None: the room was deleted), so
@@ -327,16 +331,9 @@ class CallService:
         if call is None or not call.live:
             return
         if user_id is None:
-            async with self._lock_of(call.id):
-                if not call.live:
-                    return
-                leaving = list(call.participants.values())
-                call.end("room_deleted")
-                await self._persist_end(call)
-            for participant in leaving:
-                await self._sfu_left(call, participant)
-            self._metrics.call_events.labels("end").inc()
-            await self._announce(call)
+            # Ended meanwhile by someone else: nothing is left to end.
+            with contextlib.suppress(InvalidTransition):
+                await self._end_for_everyone(call, "room_deleted")
             return
         for participant in [p for p in call.participants.values() if p.user_id == user_id]:
             if not call.live:
