@@ -11,13 +11,10 @@ from boltorezka.api import auth, health, messages, rooms, turn, users, webapp
 from boltorezka.api.cors import cors_middleware
 from boltorezka.api.keys import GATEWAY, SERVICES
 from boltorezka.api.middleware import request_middleware
-from boltorezka.bus import Bus, MemoryBus
+from boltorezka.bus import Bus
 from boltorezka.config import Settings
-from boltorezka.realtime.call_cluster import BusCallCluster
 from boltorezka.realtime.gateway import Gateway, attach
-from boltorezka.realtime.hub import Hub
 from boltorezka.realtime.session_audit import SessionAudit
-from boltorezka.rtc.sfu_link import SfuBusLink
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool, resolve_database_url
@@ -25,7 +22,7 @@ from boltorezka.store.database import create_pool, resolve_database_url
 _log = structlog.get_logger("boltorezka.app")
 
 
-def build_app(services: Services, bus: Bus | None = None) -> web.Application:
+def build_app(services: Services) -> web.Application:
     """An application around already-built services (tests build their own)."""
     app = web.Application(
         # CORS outermost, so its headers reach every answer, problem JSON included.
@@ -38,19 +35,11 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
         app.add_routes(module.routes)
     webapp.attach(app)
 
-    bus = bus or MemoryBus()
-    hub = Hub(bus, services.pool, services.metrics, node_id=services.settings.node_id or None)
+    bus, hub = services.bus, services.hub
     gateway = Gateway(services, hub)
     session_audit = SessionAudit(
         hub, services.pool, interval_seconds=services.settings.ws_session_recheck_seconds
     )
-    services.rooms.events = hub
-    services.messages.events = hub
-    services.auth.session_listener = hub.session_revoked
-    services.calls.signals = hub
-    services.calls.node_id = hub.node_id
-    services.calls.cluster = BusCallCluster(bus, hub.node_id, hub.directory, services.calls)
-    services.calls.sfu = SfuBusLink(bus, services.calls)
     app[GATEWAY] = gateway
     attach(app, gateway)
 
@@ -77,7 +66,7 @@ def build_app(services: Services, bus: Bus | None = None) -> web.Application:
     return app
 
 
-async def start_services(settings: Settings) -> Services:
+async def start_services(settings: Settings, bus: Bus | None = None) -> Services:
     """Connect to the database (embedded if none is configured) and apply migrations."""
     url, embedded = await resolve_database_url(settings)
     if embedded is not None:
@@ -92,4 +81,4 @@ async def start_services(settings: Settings) -> Services:
     except BaseException:
         await pool.close()
         raise
-    return Services.build(settings, pool, embedded)
+    return Services.build(settings, pool, embedded, bus=bus)

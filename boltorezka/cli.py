@@ -290,9 +290,9 @@ def default_node_id(settings: Settings) -> str:
 
 async def _serve(settings: Settings) -> int:
     settings = replace(settings, node_id=default_node_id(settings))
-    services = await start_services(settings)
     bus = make_bus(settings)
-    app = build_app(services, bus)
+    services = await start_services(settings, bus)
+    app = build_app(services)
     # Head deadlines and problem-JSON parser errors at the edge (api/edge.py).
     runner = EdgeRunner(app, handle_signals=False)
     await runner.setup()

@@ -11,14 +11,18 @@ import msgspec
 
 from boltorezka.auth.service import AuthService
 from boltorezka.auth.tokens import TokenCodec
+from boltorezka.bus import Bus, MemoryBus
 from boltorezka.calls.service import CallService
 from boltorezka.config import Settings
 from boltorezka.messages.service import MessageService
 from boltorezka.observability.metrics import Metrics
 from boltorezka.ratelimit import Limiter, TokenBucketLimiter
 from boltorezka.ratelimit_shared import SharedRedis, connect, limiter
+from boltorezka.realtime.call_cluster import BusCallCluster
+from boltorezka.realtime.hub import Hub
 from boltorezka.rooms.service import RoomService
 from boltorezka.rtc import turn
+from boltorezka.rtc.sfu_link import SfuBusLink
 from boltorezka.store.writer import MessageWriter
 
 
@@ -35,6 +39,10 @@ class Services:
     connect_limiter: Limiter
     # Stores every chat send in batches; the application starts it and drains it on close.
     writer: MessageWriter
+    # How this node reaches the others (in process when it is alone), and its router of
+    # events to live connections, which the domain services publish to.
+    bus: Bus
+    hub: Hub
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     # The Redis the shared rate limits live in (None: each process keeps its own).
@@ -49,9 +57,15 @@ class Services:
         pool: asyncpg.Pool,
         embedded_server: Any = None,
         *,
+        bus: Bus | None = None,
         redis_prefix: str = "boltorezka:",
     ) -> Services:
+        """Everything one node runs with; ``bus`` is how it reaches the other nodes
+        (none: an in-process bus, for a node that runs alone)."""
         metrics = Metrics()
+        bus = bus or MemoryBus()
+        node_id = settings.node_id or f"node-{uuid.uuid4().hex[:8]}"
+        hub = Hub(bus, pool, metrics, node_id=node_id)
         # Login, sign-up, connect and send budgets hold across nodes when they share Redis.
         # (A redis+cluster:// URL gives a cluster client: ratelimit_shared.connect.)
         redis = connect(settings.redis_url) if settings.redis_url else None
@@ -72,6 +86,7 @@ class Services:
                 "register", TokenBucketLimiter.per_minute(settings.register_rate_per_minute)
             ),
             metrics=metrics,
+            session_listener=hub.session_revoked,
         )
 
         def ice_servers(user_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -96,6 +111,10 @@ class Services:
             grace=settings.call_grace_seconds,
             sfu_threshold=settings.sfu_threshold,
             ice_servers=ice_servers,
+            node_id=node_id,
+            signals=hub,
+            cluster=lambda handler: BusCallCluster(bus, node_id, hub.directory, handler),
+            sfu=lambda deliverer: SfuBusLink(bus, deliverer),
         )
         writer = MessageWriter(pool)
         return cls(
@@ -103,10 +122,11 @@ class Services:
             pool=pool,
             metrics=metrics,
             auth=auth,
-            rooms=RoomService(pool, membership_ended=calls.membership_ended),
+            rooms=RoomService(pool, hub, membership_ended=calls.membership_ended),
             messages=MessageService(
                 pool,
                 writer,
+                hub,
                 send_limiter=shared(
                     "send",
                     TokenBucketLimiter(settings.chat_send_burst, settings.chat_send_per_second),
@@ -117,6 +137,8 @@ class Services:
                 "connect", TokenBucketLimiter.per_minute(settings.ws_connect_rate_per_minute)
             ),
             writer=writer,
+            bus=bus,
+            hub=hub,
             redis=redis,
             embedded_server=embedded_server,
         )

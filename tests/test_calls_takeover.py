@@ -41,7 +41,7 @@ async def two_nodes(
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     nodes: list[TestClient[Any, Any]] = []
     for _ in range(2):
-        app = build_app(Services.build(settings, pool), RedisBus(redis_url, prefix=prefix))
+        app = build_app(Services.build(settings, pool, bus=RedisBus(redis_url, prefix=prefix)))
         hub = app[GATEWAY].hub
         hub.alive_interval = 0.25
         hub.directory.node_ttl = 2.0

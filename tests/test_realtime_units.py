@@ -1,8 +1,9 @@
 """Unit tests of the pure realtime building blocks: no sockets, no database, no sleeping.
 
 ``SeqGate`` (in-order, exactly-once delivery), ``PresenceTracker`` (strongest of a user's
-devices), ``TypingTracker`` (throttle and expiry with an injected ``now``) and
-``TokenBucketLimiter`` (with an injected clock).
+devices), ``TypingTracker`` (throttle and expiry with an injected ``now``),
+``TokenBucketLimiter`` (with an injected clock) and ``Audience`` (which rooms and users a
+node must listen to).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, cast
 import pytest
 
 from boltorezka.ratelimit import TokenBucketLimiter
+from boltorezka.realtime.audience import Audience
+from boltorezka.realtime.connection import Connection
 from boltorezka.realtime.presence import OFFLINE, PresenceTracker, TypingTracker
 from boltorezka.realtime.sequencing import SeqGate
 
@@ -498,3 +501,43 @@ def test_directory_forgets_what_a_restarted_node_reported() -> None:
     assert sorted(changes) == sorted([(bob, "offline", {room}), (alice, "online", {room})])
     assert directory.status(bob) == "offline" and directory.status(alice) == "online"
     assert directory.forget_node("never-seen") == []
+
+
+# --- Audience -------------------------------------------------------------------------------
+
+
+class _Device:
+    """What the audience reads of a connection: identity, memberships, open rooms."""
+
+    def __init__(self, user_id: uuid.UUID) -> None:
+        self.id = uuid.uuid4().hex
+        self.user_id = user_id
+        self.session_id = uuid.uuid4()
+        self.member_rooms: set[uuid.UUID] = set()
+        self.subscriptions: dict[uuid.UUID, object] = {}
+
+
+def test_audience_asks_for_a_room_exactly_while_someone_here_needs_it() -> None:
+    rooms: list[tuple[uuid.UUID, bool]] = []
+    users: list[tuple[uuid.UUID, bool]] = []
+    audience = Audience(
+        room_needed=lambda r, n: rooms.append((r, n)), user_needed=lambda u, n: users.append((u, n))
+    )
+    room, alice = uuid.uuid4(), uuid.uuid4()
+    phone, laptop = (cast(Connection, _Device(alice)) for _ in range(2))
+    for device in (phone, laptop):
+        audience.add(device)
+    audience.authenticated(phone, [room])
+    audience.authenticated(laptop, [])
+    assert users == [(alice, True)]  # once, for the user's first connection
+    assert rooms[-1] == (room, True)
+    audience.add_subscriber(laptop, room)
+    audience.drop_membership(phone, room)
+    assert rooms[-1] == (room, True)  # the laptop still has it open
+    audience.drop_subscriber(laptop, room)
+    assert rooms[-1] == (room, False)
+    audience.remove(phone)
+    assert users == [(alice, True)]  # the laptop is still here
+    audience.remove(laptop)
+    assert users == [(alice, True), (alice, False)]
+    assert not audience.connections and not audience.by_user and not audience.by_session

@@ -28,7 +28,7 @@ async def two_nodes(
     prefix = f"test-{uuid.uuid4().hex[:8]}:"  # keeps parallel runs on one Redis apart
     nodes = []
     for _ in range(2):
-        app = build_app(Services.build(settings, pool), RedisBus(redis_url, prefix=prefix))
+        app = build_app(Services.build(settings, pool, bus=RedisBus(redis_url, prefix=prefix)))
         # Quick node liveness, so a silent node is noticed within a test's patience; the
         # TTL stays eight intervals long so a busy machine never drops a live node.
         hub = app[GATEWAY].hub

@@ -60,10 +60,10 @@ async def _start_nodes(
     nodes = []
     for _ in range(count):
         # The bus and the shared rate limits both on the cluster, under the test's prefix.
-        services = Services.build(on_cluster, pool, redis_prefix=prefix)
-        node: TestClient[Any, Any] = TestClient(
-            TestServer(build_app(services, redis_bus(url, prefix=prefix)), host="127.0.0.1")
+        services = Services.build(
+            on_cluster, pool, bus=redis_bus(url, prefix=prefix), redis_prefix=prefix
         )
+        node: TestClient[Any, Any] = TestClient(TestServer(build_app(services), host="127.0.0.1"))
         await node.start_server()
         nodes.append(node)
     return nodes

@@ -39,7 +39,7 @@ async def nodes(
     await private_redis.wait_up()
     started = []
     for _ in range(2):
-        app = build_app(Services.build(settings, pool), RedisBus(private_redis.url))
+        app = build_app(Services.build(settings, pool, bus=RedisBus(private_redis.url)))
         node: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await node.start_server()
         started.append(node)

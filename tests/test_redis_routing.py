@@ -38,7 +38,7 @@ async def nodes(settings: Settings, pool: asyncpg.Pool, redis_url: str) -> Async
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     started = []
     for _ in range(2):
-        app = build_app(Services.build(settings, pool), RedisBus(redis_url, prefix=prefix))
+        app = build_app(Services.build(settings, pool, bus=RedisBus(redis_url, prefix=prefix)))
         node: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await node.start_server()
         started.append(node)

@@ -37,6 +37,7 @@ class Stack:
     ws_url: str
     link: SfuBusLink
     sfu_log: Path
+    services: Services
 
 
 async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -50,12 +51,14 @@ async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> No
 
 @contextlib.asynccontextmanager
 async def sfu_stack(services: Services, *, with_sfu: bool) -> AsyncIterator[Stack]:
-    """The app on a SocketBus (as `boltorezka serve` runs it), plus the SFU as a process."""
+    """The app on a SocketBus (as `boltorezka serve` runs it), plus the SFU as a process.
+
+    The app's services are built afresh on that bus, from the settings and pool of
+    ``services``; ``Stack.services`` are they."""
     workdir = Path(tempfile.mkdtemp(prefix="bz-sfu-"))  # short: Unix socket paths are limited
     socket_path = workdir / "bus.sock"
-    http: TestClient[Any, Any] = TestClient(
-        TestServer(build_app(services, SocketBus(socket_path)), host="127.0.0.1")
-    )
+    services = Services.build(services.settings, services.pool, bus=SocketBus(socket_path))
+    http: TestClient[Any, Any] = TestClient(TestServer(build_app(services), host="127.0.0.1"))
     await http.start_server()
     link = cast(SfuBusLink, services.calls.sfu)
     sfu_log = workdir / "sfu.log"
@@ -78,7 +81,7 @@ async def sfu_stack(services: Services, *, with_sfu: bool) -> AsyncIterator[Stac
                 await _until(lambda: link.available, SFU_START_TIMEOUT, "the SFU heartbeat")
             except AssertionError:
                 raise AssertionError(f"no SFU heartbeat; its log:\n{sfu_log.read_text()}") from None
-        yield Stack(http, f"ws://127.0.0.1:{http.server.port}/v1/ws", link, sfu_log)
+        yield Stack(http, f"ws://127.0.0.1:{http.server.port}/v1/ws", link, sfu_log, services)
     finally:
         if process is not None and process.returncode is None:
             process.terminate()
@@ -328,7 +331,7 @@ async def test_set_up_telemetry_counts_calls_by_media_not_ice_reports(services: 
                 ]
             )
 
-    text = services.metrics.render().decode()
+    text = stack.services.metrics.render().decode()
 
     def value(name: str) -> float:
         line = next(line for line in text.splitlines() if line.startswith(name + " "))

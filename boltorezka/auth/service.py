@@ -65,6 +65,7 @@ class AuthService:
         login_limiter: Limiter,
         register_limiter: Limiter,
         metrics: Metrics,
+        session_listener: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> None:
         self._pool = pool
         self.codec = codec
@@ -75,8 +76,8 @@ class AuthService:
         self._login_limiter = login_limiter
         self._register_limiter = register_limiter
         self._metrics = metrics
-        # Set by the realtime plane so that live sockets of a revoked session close at once.
-        self.session_listener: Callable[[uuid.UUID], Awaitable[None]] | None = None
+        # The realtime plane's, so that live sockets of a revoked session close at once.
+        self._session_listener = session_listener
 
     async def register(
         self,
@@ -270,8 +271,8 @@ class AuthService:
         await self._session_ended(session_id)
 
     async def _session_ended(self, session_id: uuid.UUID) -> None:
-        if self.session_listener is not None:
-            await self.session_listener(session_id)
+        if self._session_listener is not None:
+            await self._session_listener(session_id)
 
     async def _open_session(
         self, conn: Conn, user: User, device_name: str, info: RequestInfo

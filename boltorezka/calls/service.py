@@ -139,6 +139,10 @@ class CallService:
         grace: float = 20.0,
         sfu_threshold: int = 4,
         ice_servers: Callable[[uuid.UUID], list[dict[str, Any]]] | None = None,
+        node_id: str,
+        signals: CallSignals,
+        cluster: Callable[[CallService], CallCluster],
+        sfu: Callable[[CallService], SfuLink],
     ) -> None:
         self._pool = pool
         self._metrics = metrics
@@ -146,15 +150,17 @@ class CallService:
         self.grace = grace
         self.sfu_threshold = sfu_threshold
         self._ice_servers = ice_servers or (lambda _user: [])
-        self.signals: CallSignals | None = None
-        self.sfu: SfuLink | None = None
+        self.node_id = node_id
+        self.signals = signals
+        # Both answer back into this service (forwarded requests, SFU events), hence the
+        # factories: the service hands itself to them once it exists.
+        self.cluster = cluster(self)
+        self.sfu = sfu(self)
         self.calls: dict[uuid.UUID, Call] = {}
         self._auto: set[uuid.UUID] = set()
         # One lock per call: a call's memory and database change together, while calls
         # in different rooms never wait for each other.
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
-        self.node_id: str | None = None
-        self.cluster: CallCluster | None = None
         self._sweeper: asyncio.Task[None] | None = None
         # Participants of sfu calls whose media connection the SFU dropped; they show as
         # not connected until the SFU connects them again.
@@ -176,7 +182,7 @@ class CallService:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if self.node_id is None or not self.calls:
+        if not self.calls:
             return
         try:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -320,7 +326,6 @@ class CallService:
         if call_id is None:
             return
         if (host := await self._remote_host(call_id, forwarded=False)) is not None:
-            assert self.cluster is not None
             args = {"callId": str(call_id), "userId": str(user_id) if user_id else None}
             await self.cluster.forward(host, "membership_ended", args)
             return
@@ -342,10 +347,7 @@ class CallService:
 
     async def connection_closed(self, connection_id: str) -> None:
         """A socket died: every node holding one of its calls starts the grace period."""
-        if self.cluster is not None:
-            await self.cluster.connection_closed(connection_id)
-        else:
-            await self.local_connection_closed(connection_id)
+        await self.cluster.connection_closed(connection_id)
 
     async def local_connection_closed(self, connection_id: str) -> None:
         """Start the grace period for this connection's participants in calls held here."""
@@ -404,8 +406,6 @@ class CallService:
         if to is None:
             if call.mode is not CallMode.SFU:
                 raise InvalidTransition("this call is peer-to-peer: address a participant")
-            if self.sfu is None:
-                raise SfuUnavailable()
             try:
                 await self.sfu.signal(call.id, sender.id, kind, outgoing)
             except Exception as exc:  # the link says why; the client only needs to retry
@@ -414,7 +414,7 @@ class CallService:
         if to == sender.id:
             raise InvalidTransition("cannot signal yourself")
         target = call.target(to)
-        assert target.connection_id is not None and self.signals is not None
+        assert target.connection_id is not None
         await self.signals.to_connection(target.connection_id, kind, outgoing)
 
     async def from_sfu(
@@ -423,7 +423,7 @@ class CallService:
         """Deliver a message the SFU addressed to one participant."""
         call = self.calls.get(call_id)
         participant = call.participants.get(participant_id) if call else None
-        if participant is None or participant.connection_id is None or self.signals is None:
+        if participant is None or participant.connection_id is None:
             return
         await self.signals.to_connection(
             participant.connection_id, kind, {**payload, "callId": str(call_id)}
@@ -508,7 +508,7 @@ class CallService:
     async def _remote_host(self, call_id: uuid.UUID, forwarded: bool) -> str | None:
         """The node to forward a request to, or None to handle it here (taking the call
         over first if its host gave it up or is gone)."""
-        if forwarded or call_id in self.calls or self.cluster is None:
+        if forwarded or call_id in self.calls:
             return None
         for _ in range(2):
             found = await store.live_call(self._pool, call_id)
@@ -527,8 +527,6 @@ class CallService:
     async def _take_over_orphans(self) -> None:
         """Take over every live call whose host gave it up or stopped answering, and drop
         those another node took from this one (it judged this node gone: a partition)."""
-        if self.cluster is None or self.node_id is None:
-            return
         if self.calls:
             for call_id in await store.held_elsewhere(self._pool, list(self.calls), self.node_id):
                 call = self.calls.get(call_id)
@@ -549,7 +547,6 @@ class CallService:
 
     async def _adopt(self, call_id: uuid.UUID, expected_host: str | None) -> Call | None:
         """Become the host of a call ``expected_host`` held; None if another node won."""
-        assert self.node_id is not None
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await store.adopt(conn, call_id, expected_host, self.node_id)
             if stored is None:
@@ -572,7 +569,6 @@ class CallService:
                     row.connection_id is not None
                     and row.connection_node is not None
                     and row.connection_node != expected_host
-                    and self.cluster is not None
                     and self.cluster.is_alive(row.connection_node)
                 )
                 call.participants[row.id] = Participant(
@@ -602,7 +598,6 @@ class CallService:
         call_id: uuid.UUID,
         **extra: Any,
     ) -> Any:
-        assert self.cluster is not None
         args: dict[str, Any] = {
             "connectionId": connection_id,
             "callId": str(call_id),
@@ -719,7 +714,7 @@ class CallService:
         self._forget(call)
 
     async def _sfu_left(self, call: Call, participant: Participant) -> None:
-        if call.mode is CallMode.SFU and self.sfu is not None:
+        if call.mode is CallMode.SFU:
             with contextlib.suppress(Exception):
                 await self.sfu.participant_left(call.id, participant.id)
 
@@ -786,9 +781,8 @@ class CallService:
         return data
 
     async def _announce(self, call: Call, reason: str | None = None) -> None:
-        if self.signals is not None:
-            await self.signals.room_broadcast(
-                call.room_id,
-                "call.state",
-                self.describe(call, reason, media_lost=self._media_lost.get(call.id, ())),
-            )
+        await self.signals.room_broadcast(
+            call.room_id,
+            "call.state",
+            self.describe(call, reason, media_lost=self._media_lost.get(call.id, ())),
+        )

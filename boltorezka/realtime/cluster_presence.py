@@ -5,7 +5,7 @@ Reports go out in the order they were made, through one outbox and one task, so 
 "online" never overtakes the "offline" before it. A node that starts (or whose bus was down)
 asks the others to report everyone again; a node not heard from within the TTL is dropped,
 and its users' presence changes are announced. The node's connections are reached through
-the :class:`LocalAudience` the hub gives it.
+the :class:`LocalAudience` it is given (the node's :class:`~boltorezka.realtime.audience.Audience`).
 """
 
 from __future__ import annotations
