@@ -218,14 +218,14 @@ async def test_three_browsers_decode_each_other_through_the_sfu_and_survive_a_le
 
             # Each browser reported its first decoded frame; the call counts once, as media.
             async def reported() -> bool:
-                text = custom.metrics.render().decode()
+                text = sfu.services.metrics.render().decode()
                 return (
                     'boltorezka_call_media_total{outcome="media"} 1.0' in text
                     and "boltorezka_call_first_frame_seconds_count 3.0" in text
                 )
 
             async def metrics() -> str:
-                lines = custom.metrics.render().decode().splitlines()
+                lines = sfu.services.metrics.render().decode().splitlines()
                 return str(
                     [line for line in lines if "call_media" in line or "first_frame" in line]
                 )

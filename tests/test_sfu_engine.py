@@ -7,8 +7,10 @@ them), and one can leave the SFU's offers unanswered.
 
 import asyncio
 import struct
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -16,8 +18,12 @@ from typing import Any
 
 import aioice.ice
 import pytest
+from aiortc import RTCRtpSender
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import is_rtx
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.rtcrtpparameters import (
@@ -26,6 +32,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpParameters,
 )
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from av.frame import Frame
 
 from boltorezka.rtc import sfu as sfu_module
 from boltorezka.rtc.peer import dropped_packets, harden_packet_handling
@@ -211,6 +218,91 @@ async def test_a_new_connection_from_the_same_participant_replaces_the_old_one(
             await peers[first].wait_frames([str(second)], video=1, audio=0, timeout=30)
     assert engine.stats() == (1, 2)
     assert not peers[first].errors and not peers[second].errors
+
+
+@dataclass
+class EncodeCounter:
+    """Encode calls per encoder object, in every peer connection of this process."""
+
+    calls: Counter[int] = field(default_factory=Counter)
+    forced_keyframes: Counter[int] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # encoders run in threads
+
+    def install(self, monkeypatch: pytest.MonkeyPatch, *classes: type[Encoder]) -> None:
+        for cls in classes:
+            original = cls.encode
+
+            def encode(
+                encoder: Encoder,
+                frame: Frame,
+                force_keyframe: bool = False,
+                original: Callable[[Encoder, Frame, bool], tuple[list[bytes], int]] = original,
+            ) -> tuple[list[bytes], int]:
+                with self.lock:
+                    self.calls[id(encoder)] += 1
+                    self.forced_keyframes[id(encoder)] += force_keyframe
+                return original(encoder, frame, force_keyframe)
+
+            monkeypatch.setattr(cls, "encode", encode)
+
+
+def sender_encoder(sender: RTCRtpSender) -> int:
+    encoder = getattr(sender, "_RTCRtpSender__encoder")  # noqa: B009 (name-mangled)
+    assert encoder is not None, "the sender has not started"
+    return id(encoder)
+
+
+async def test_each_source_is_encoded_once_and_a_late_subscriber_gets_a_keyframe(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SFU forwards what publishers encoded: however many subscribe, the only encoders
+    are the publishers' own, and a subscriber joining late asks the publisher for the
+    keyframe it needs to decode (a per-subscriber encoder would start with one itself)."""
+    counter = EncodeCounter()
+    counter.install(monkeypatch, Vp8Encoder, OpusEncoder)
+    colours = {"pub": "red", "s1": "green", "s2": "blue", "late": "white"}
+    ids = {name: uuid.uuid4() for name in colours}
+    for name, participant in ids.items():
+        rig.peers[participant] = MediaPeer(name, colours[name], rig.client_for(participant))
+    early = [name for name in ids if name != "late"]
+    for name in early:
+        await rig.peers[ids[name]].offer()
+    for name in early:
+        others = [str(ids[o]) for o in early if o != name]
+        await rig.peers[ids[name]].wait_frames(others, video=10, audio=10, timeout=40)
+
+    publisher = rig.peers[ids["pub"]]
+    video_encoder = next(
+        sender_encoder(s) for s in publisher.pc.getSenders() if s.track.kind == "video"
+    )
+    forced_before = counter.forced_keyframes[video_encoder]
+    requests_before = rig.engine.forwarding_stats().keyframe_requests
+    late = rig.peers[ids["late"]]
+    await late.offer()
+    await late.wait_frames([str(ids[o]) for o in early], video=5, audio=10, timeout=40)
+    for name in early:
+        await rig.peers[ids[name]].wait_frames([str(ids["late"])], video=5, audio=5, timeout=40)
+
+    for name, participant in ids.items():
+        peer = rig.peers[participant]
+        assert not peer.errors, (name, peer.errors)
+        for other in ids:
+            if other != name:
+                seen = peer.colours[str(ids[other])]
+                assert {c for c in seen if c is not None} == {colours[other]}, (name, other)
+    publishers = {
+        sender_encoder(s) for p in rig.peers.values() for s in p.pc.getSenders() if s.track
+    }
+    with counter.lock:
+        encoding = {encoder for encoder, calls in counter.calls.items() if calls}
+        forced_after = counter.forced_keyframes[video_encoder]
+    # One encoder per published track (4 participants, audio and video), none in the SFU.
+    assert encoding == publishers and len(publishers) == 8
+    assert forced_after > forced_before  # the late subscriber's keyframe came from "pub"
+    stats = rig.engine.forwarding_stats()
+    assert stats.keyframe_requests > requests_before
+    assert (stats.sources, stats.subscriptions) == (8, 4 * 3 * 2)
+    assert stats.frames_out > stats.frames_in  # each frame went out to several subscribers
 
 
 def _same_codec(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:

@@ -2,18 +2,19 @@
 
 Each participant of a call in ``sfu`` mode negotiates a single ``RTCPeerConnection`` with
 the SFU (max-bundle: one ICE/DTLS transport). What it sends is *published*: every track
-that arrives is read through its own :class:`aiortc.contrib.media.MediaRelay`, and every
-other participant of the call *subscribes* to it with a relay proxy on a send-only
-transceiver of their own connection.
+that arrives gets a forwarder of its own, and every other participant of the call
+*subscribes* to it with a forwarded track on a send-only transceiver of their own
+connection.
 
-**What "forwarding" means here.** aiortc has no RTP-level forwarding: a received track
-yields decoded frames, and a sender encodes frames. So each source track is decoded once
-(by its receiver, fed to its relay) and re-encoded once per subscriber (by that
-subscriber's sender). Packets are never copied through unchanged; that is as close to
-selective forwarding as aiortc allows. It costs one encoder per subscription, which is why
-the SFU runs as a process of its own (see :mod:`boltorezka.rtc.sfu_process`). Video
-subscribers read the latest frame only (a subscriber whose encoder falls behind skips
-frames instead of adding delay); audio subscribers read every frame.
+**What "forwarding" means here.** Media is forwarded without transcoding
+(:mod:`boltorezka.rtc.forwarding`): aiortc's receiver reassembles each encoded frame of a
+published track (jitter buffer, NACKs), and every subscriber's sender packetizes that same
+frame again with its own SSRC and sequence numbers. The SFU decodes and encodes nothing,
+whatever the number of subscribers; the one encoder of a source is its publisher's, and a
+subscriber's keyframe request (PLI, FIR) goes to it as a PLI. A subscription negotiates
+its source's codec only, so what arrives can be sent on as it is. A new video subscriber
+starts at a keyframe, which it asks for as its sender starts. There is no simulcast: every
+subscriber of a source gets the bitrate its publisher sends.
 
 Signaling, per participant and always through :class:`SfuEngine`:
 
@@ -79,11 +80,9 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaRelay
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from boltorezka.rtc.forwarding import ForwardedTrack, ForwardingCounts, SourceForwarder
 from boltorezka.rtc.peer import SfuPeerConnection, harden_packet_handling
 from boltorezka.rtc.sfu_link import MEDIA_EVENT
 
@@ -122,19 +121,30 @@ def peer_configuration() -> RTCConfiguration:
 
 @dataclass(eq=False)
 class _Source:
-    """A track one participant publishes: decoded once, fanned out through its relay."""
+    """A track one participant publishes, its encoded frames fanned out by its forwarder."""
 
     owner: uuid.UUID
     track: MediaStreamTrack
-    relay: MediaRelay
-    sink: asyncio.Task[None] | None = None
+    forwarder: SourceForwarder
 
 
 @dataclass(eq=False)
 class _Subscription:
     source: _Source
     transceiver: RTCRtpTransceiver
-    proxy: MediaStreamTrack
+    track: ForwardedTrack
+
+
+@dataclass(frozen=True)
+class ForwardingStats:
+    """What the engine forwards now, summed over its live sources."""
+
+    sources: int
+    subscriptions: int
+    frames_in: int
+    frames_out: int
+    keyframe_requests: int
+    dropped: int
 
 
 @dataclass(eq=False)
@@ -144,7 +154,7 @@ class _Peer:
     ice_ufrag: str | None = None
     sources: list[_Source] = field(default_factory=list)
     subscriptions: dict[_Source, _Subscription] = field(default_factory=dict)
-    arrived: list[MediaStreamTrack] = field(default_factory=list)
+    arrived: list[_Source] = field(default_factory=list)
     # Local changes (subscriptions added or made inactive) wait for the next SFU offer.
     dirty: bool = False
     offers_sent: int = 0
@@ -193,6 +203,22 @@ class SfuEngine:
         """(calls with at least one connection, peer connections)."""
         live = [call for call in self._calls.values() if call.peers]
         return len(live), sum(len(call.peers) for call in live)
+
+    def forwarding_stats(self) -> ForwardingStats:
+        peers = [peer for call in self._calls.values() for peer in call.peers.values()]
+        counts = ForwardingCounts()
+        sources = [source for peer in peers for source in peer.sources]
+        for source in sources:
+            for name, value in vars(source.forwarder.counts).items():
+                setattr(counts, name, getattr(counts, name) + value)
+        return ForwardingStats(
+            sources=len(sources),
+            subscriptions=sum(len(peer.subscriptions) for peer in peers),
+            frames_in=counts.frames_in,
+            frames_out=counts.frames_out,
+            keyframe_requests=counts.keyframe_requests,
+            dropped=counts.dropped,
+        )
 
     async def close(self) -> None:
         self._closed = True
@@ -383,8 +409,10 @@ class SfuEngine:
         peer = _Peer(participant_id, pc)
 
         def on_track(track: MediaStreamTrack) -> None:
-            # Fired inside setRemoteDescription; published once the description is applied.
-            peer.arrived.append(track)
+            # Fired inside setRemoteDescription, before the receiver starts (which the tap
+            # must precede); published once the description is applied.
+            transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+            peer.arrived.append(_Source(participant_id, track, SourceForwarder(transceiver)))
 
         def on_state() -> None:
             # "closed" also follows the client closing its side (DTLS close_notify): aiortc
@@ -402,22 +430,21 @@ class SfuEngine:
 
     def _publish_arrived(self, call: _Call, peer: _Peer) -> None:
         arrived, peer.arrived = peer.arrived, []
-        for track in arrived:
-            source = _Source(peer.id, track, MediaRelay())
-            # Keep the track read even while nobody subscribes: an unread receiver queues
-            # every decoded frame. A latest-frame proxy costs nothing when nobody reads it.
-            source.sink = asyncio.create_task(_drain(source.relay.subscribe(track, False)))
+        for source in arrived:
             peer.sources.append(source)
             for other in call.peers.values():
                 if other is not peer:
                     self._subscribe(other, source)
 
     def _subscribe(self, peer: _Peer, source: _Source) -> None:
-        proxy = source.relay.subscribe(source.track, buffered=source.track.kind == "audio")
-        transceiver = peer.pc.addTransceiver(proxy, direction="sendonly")
+        track = source.forwarder.subscribe()
+        transceiver = peer.pc.addTransceiver(track, direction="sendonly")
+        # Only the source's codec: its frames are sent on as they arrive.
+        transceiver.setCodecPreferences(source.forwarder.codec_preferences())
+        track.bind(transceiver)
         # aiortc gives every sender the connection's one stream id; name the source instead.
         transceiver.sender._stream_id = str(source.owner)
-        peer.subscriptions[source] = _Subscription(source, transceiver, proxy)
+        peer.subscriptions[source] = _Subscription(source, transceiver, track)
         peer.dirty = True
 
     async def _unsubscribe(self, peer: _Peer, subscription: _Subscription) -> None:
@@ -427,7 +454,7 @@ class SfuEngine:
         # whose mid is unset, so one left without a mid could capture a later m-line.
         transceiver.direction = "inactive"
         await transceiver.sender.stop()  # a no-op for a sender that never started
-        subscription.proxy.stop()
+        subscription.track.stop()
         peer.dirty = True
 
     async def _remove_peer(self, call: _Call, peer: _Peer, reason: str) -> None:
@@ -461,29 +488,12 @@ class SfuEngine:
         except Exception:
             _log.exception("closing a peer connection failed", participant_id=str(peer.id))
         for subscription in peer.subscriptions.values():
-            subscription.proxy.stop()  # a stopped proxy no longer queues frames
-        for source in peer.sources:
-            _end(source.track)
-            if source.sink is not None:
-                source.sink.cancel()
+            subscription.track.stop()  # a stopped track no longer queues frames
+        for source in [*peer.sources, *peer.arrived]:
+            source.forwarder.close()  # ends every subscriber's track, and its sender
         peer.sources.clear()
+        peer.arrived.clear()
         peer.subscriptions.clear()
-
-
-async def _drain(track: MediaStreamTrack) -> None:
-    with contextlib.suppress(MediaStreamError):
-        while True:
-            await track.recv()
-
-
-def _end(track: MediaStreamTrack) -> None:
-    """End a received track so its relay, and every proxy and sender on it, stop.
-
-    Closing the connection ends a receiver's track only if the receiver had started; the
-    sentinel is what aiortc's own decoder puts in the queue at its end.
-    """
-    if isinstance(track, RemoteStreamTrack):
-        track._queue.put_nowait(None)
 
 
 def _cancel(timer: asyncio.TimerHandle | None) -> None:
