@@ -1,4 +1,5 @@
-"""Run the language-neutral vectors in protocol/vectors through `decode_client`.
+"""Run the language-neutral vectors in protocol/vectors through `decode_client`, and
+through jsonschema against protocol/schemas/client.json, which must agree with it.
 
 The Swift and web clients run the same files, so these tests pin the server to them rather
 than the other way round: a failing case means the codec changed behaviour.
@@ -15,6 +16,7 @@ import pytest
 
 from boltorezka.realtime import protocol
 from boltorezka.realtime.protocol import ProtocolError, decode_client, decode_server, encode
+from tests.frame_schemas import problems
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocol" / "vectors"
 
@@ -89,3 +91,31 @@ def test_nack_for_each_invalid_vector_is_a_valid_server_frame() -> None:
         frame = encode(info.value.to_nack())
         assert decode_server(frame) == info.value.to_nack()
         assert json.loads(frame)["requestId"] == case["requestId"]
+
+
+# --- the schemas agree with the codec (jsonschema, independent of msgspec) -----------------
+
+# What a JSON Schema cannot say about a frame: its size in bytes.
+_BEYOND_A_SCHEMA = {protocol.FRAME_TOO_LARGE}
+
+
+@pytest.mark.parametrize("case", VALID["cases"], ids=_ids(VALID["cases"]))
+def test_valid_vector_fits_the_client_schema(case: dict[str, Any]) -> None:
+    assert problems("client.json", case["frame"]) == []
+
+
+def _refused_by_schema_cases() -> list[dict[str, Any]]:
+    cases = []
+    for case in INVALID["cases"]:
+        try:
+            json.loads(case["frame"])
+        except ValueError:
+            continue  # not JSON: nothing for a schema to look at
+        if case["code"] not in _BEYOND_A_SCHEMA:
+            cases.append(case)
+    return cases
+
+
+@pytest.mark.parametrize("case", _refused_by_schema_cases(), ids=_ids(_refused_by_schema_cases()))
+def test_invalid_vector_is_refused_by_the_client_schema(case: dict[str, Any]) -> None:
+    assert problems("client.json", json.loads(case["frame"])) != []

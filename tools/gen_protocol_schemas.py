@@ -32,9 +32,37 @@ import msgspec  # noqa: E402
 from boltorezka.realtime import protocol  # noqa: E402
 from tools.schema_text import clean_descriptions  # noqa: E402
 
+# What the server refuses in any text it reads (PostgreSQL stores no U+0000).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+def _as_strict_as_the_server(node: Any, *, in_properties: bool = False) -> None:
+    """Tighten what msgspec cannot say: ``v`` is one of the versions the server speaks
+    (its struct types it as any int; the codec checks the value), and free text refuses
+    U+0000 (the codec checks every string of a frame)."""
+    if isinstance(node, list):
+        for item in node:
+            _as_strict_as_the_server(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if in_properties:
+        for name, prop in node.items():
+            if name == "v" and isinstance(prop, dict) and prop.get("type") == "integer":
+                for loose in ("minimum", "type", "default"):
+                    prop.pop(loose, None)
+                prop["enum"] = list(protocol.SUPPORTED_VERSIONS)
+            _as_strict_as_the_server(prop)
+        return
+    if node.get("type") == "string" and not {"format", "enum", "pattern", "const"} & set(node):
+        node["pattern"] = NO_NUL_PATTERN
+    for key, value in node.items():
+        _as_strict_as_the_server(value, in_properties=key == "properties")
+
 
 def _document(union: Any, title: str, description: str) -> dict[str, Any]:
     (root,), components = msgspec.json.schema_components([union], ref_template="#/$defs/{name}")
+    _as_strict_as_the_server(components)
     document = {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": title,
