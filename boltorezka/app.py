@@ -7,12 +7,25 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from boltorezka.api import auth, health, messages, rooms, turn, users, webapp
+from boltorezka.api import (
+    admin,
+    auth,
+    health,
+    messages,
+    moderation,
+    rooms,
+    turn,
+    users,
+    webapp,
+    webhooks,
+)
 from boltorezka.api.cors import cors_middleware
 from boltorezka.api.keys import GATEWAY, SERVICES
-from boltorezka.api.middleware import request_middleware
+from boltorezka.api.middleware import request_middleware, tracing_middleware
 from boltorezka.bus import Bus
 from boltorezka.config import Settings
+from boltorezka.observability import tracing
+from boltorezka.observability.metrics import MetricsListener
 from boltorezka.realtime.gateway import Gateway, attach
 from boltorezka.realtime.session_audit import SessionAudit
 from boltorezka.runtime import Services
@@ -26,13 +39,19 @@ def build_app(services: Services) -> web.Application:
     """An application around already-built services (tests build their own)."""
     app = web.Application(
         # CORS outermost, so its headers reach every answer, problem JSON included.
-        middlewares=[cors_middleware, request_middleware],
+        # Tracing (when on) around the request middleware, so its span sees the final answer.
+        middlewares=[
+            cors_middleware,
+            *([tracing_middleware] if tracing.enabled() else []),
+            request_middleware,
+        ],
         # One byte over the body limit so our own check answers with the precise message.
         client_max_size=services.settings.max_body_bytes + 1,
     )
     app[SERVICES] = services
-    for module in (health, auth, users, rooms, messages, turn):
-        app.add_routes(module.routes)
+    for module in (health, auth, users, rooms, moderation, messages, turn, admin, webhooks):
+        # With BOLTOREZKA_METRICS_LISTEN, /metrics is served on that listener, not here.
+        app.add_routes([r for r in module.routes if r not in _metrics_elsewhere(services)])
     webapp.attach(app)
 
     bus, hub = services.bus, services.hub
@@ -43,6 +62,23 @@ def build_app(services: Services) -> web.Application:
     app[GATEWAY] = gateway
     attach(app, gateway)
 
+    services.metrics.observe_node(
+        pool=services.pool,
+        routing_problem=hub.routing_problem,
+        draining=lambda: services.draining,
+        writer_queued=lambda: services.writer.queued,
+    )
+    if services.settings.metrics_listen is not None:
+        host, port = services.settings.metrics_listen
+        listener = MetricsListener(services.metrics, host, port)
+
+        async def metrics_lifecycle(_: web.Application) -> AsyncIterator[None]:
+            await listener.start()
+            yield
+            await listener.close()
+
+        app.cleanup_ctx.append(metrics_lifecycle)
+
     async def realtime_lifecycle(_: web.Application) -> AsyncIterator[None]:
         await bus.start()
         await hub.start()
@@ -51,10 +87,13 @@ def build_app(services: Services) -> web.Application:
         # Calls a previous run of this node held (node ids survive restarts), or that a
         # draining node gave up, carry on here; participants rejoin within the grace.
         await services.calls.start_background()
+        services.webhook_dispatcher.start()
         yield
         # Requests have finished by now; store what they queued before anything closes
         # (the pool closes after this), and publish it while the hub still runs.
         await services.writer.close()
+        # Undelivered rows stay in the outbox for the next node to claim.
+        await services.webhook_dispatcher.close()
         await services.calls.close()
         await session_audit.close()
         await hub.close()
@@ -64,6 +103,12 @@ def build_app(services: Services) -> web.Application:
 
     app.cleanup_ctx.append(realtime_lifecycle)
     return app
+
+
+def _metrics_elsewhere(services: Services) -> list[web.AbstractRouteDef]:
+    if services.settings.metrics_listen is None:
+        return []
+    return [r for r in health.routes if getattr(r, "path", None) == "/metrics"]
 
 
 async def start_services(settings: Settings, bus: Bus | None = None) -> Services:

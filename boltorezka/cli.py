@@ -1,7 +1,9 @@
 """The ``boltorezka`` command: ``serve`` runs the server, ``migrate`` applies migrations.
 
-``admin bulk-users`` makes load-test accounts; ``loadtest`` runs the load tester of the
-Python client package (``boltorezka_client.loadtest``) when that package is installed.
+``admin`` runs operator tasks (server roles, accounts, rooms, the audit log; see
+``boltorezka.admin.commands``) and ``admin bulk-users`` makes load-test accounts;
+``loadtest`` runs the load tester of the Python client package
+(``boltorezka_client.loadtest``) when that package is installed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
+import os
 import signal
 import socket
 import sys
@@ -24,6 +27,7 @@ from aiohttp import web
 
 from boltorezka import __version__
 from boltorezka.admin import bulk
+from boltorezka.admin import commands as operator_commands
 from boltorezka.api.edge import EdgeRunner
 from boltorezka.api.keys import GATEWAY
 from boltorezka.app import build_app, start_services
@@ -32,6 +36,7 @@ from boltorezka.bus import Bus
 from boltorezka.bus.factory import redis_bus
 from boltorezka.bus.socket import BusSocketInUse, SocketBus, SocketBusClient
 from boltorezka.config import ConfigError, Settings
+from boltorezka.observability import tracing
 from boltorezka.observability.logging import configure
 from boltorezka.store import migrate
 from boltorezka.store.database import (
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "--password", help="the shared password (default: a random one nobody keeps)"
     )
     bulk_users.add_argument("--out", type=Path, required=True, help="tokens file to write (JSON)")
+    operator_commands.add_parsers(admin_commands)
     commands.add_parser(
         "loadtest", help="run the load tester (boltorezka_client.loadtest; see its --help)"
     )
@@ -106,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             return _admin(settings, args)
         if args.no_migrate:
             settings = replace(settings, migrate_on_start=False)
-        return run_serving(settings, _serve)
-    except ConfigError as exc:
+        # Before the pool exists: whether its connections trace is decided when it is made.
+        tracing.configure_from_env(os.environ)
+        try:
+            return run_serving(settings, _serve)
+        finally:
+            tracing.shutdown()  # exports the spans still buffered
+    except (ConfigError, tracing.TracingConfigError) as exc:
         print(f"boltorezka: configuration error: {exc}", file=sys.stderr)
         return 2
     except migrate.MigrationError as exc:
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except BusSocketInUse as exc:
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 4
-    except (EmbeddedUnavailable, SfuUnavailable) as exc:
+    except (EmbeddedUnavailable, SfuUnavailable, tracing.TracingUnavailable) as exc:
         print(f"boltorezka: {exc}", file=sys.stderr)
         return 5
     except DatabaseUnavailable as exc:
@@ -141,6 +152,8 @@ def _loadtest(argv: list[str]) -> int:
 
 
 def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    if args.admin_command != "bulk-users":
+        return operator_commands.run(settings, args)
     if settings.secret_generated:
         # Tokens signed with a throwaway key would not work against the running server.
         print(
@@ -312,7 +325,8 @@ async def _serve(settings: Settings) -> int:
     )
     print(f"boltorezka listening on http://{settings.host}:{port}", flush=True)
 
-    stop = asyncio.Event()
+    # An operator's drain (POST /v1/admin/nodes/{nodeId}/drain, on any node) sets this too.
+    stop = services.node_control.stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

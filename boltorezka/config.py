@@ -63,6 +63,8 @@ class Settings:
     # How long the refresh token rotated last may be presented again (a retry, or tabs
     # racing) and get the same new pair instead of revoking the session; 0: never.
     refresh_reuse_grace_seconds: int = 20
+    # How long a password reset token an operator issued stays usable.
+    password_reset_ttl_seconds: int = 3600
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -114,6 +116,20 @@ class Settings:
     sfu_ice_addresses: tuple[str, ...] = ()
     signaling_burst: int = 50
     signaling_per_second: float = 20.0
+    # Webhook deliveries (webhooks/dispatcher.py): whether this node dispatches, per-attempt
+    # timeout, parallel requests, how often it looks for due rows, when it gives up, the
+    # backoff between attempts, and how long finished rows are kept.
+    webhook_dispatch: bool = True
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 8
+    webhook_poll_seconds: float = 1.0
+    webhook_max_attempts: int = 20
+    webhook_max_age_seconds: float = 3 * 86400.0
+    webhook_retry_base_seconds: float = 10.0
+    webhook_retry_max_seconds: float = 3600.0
+    webhook_retention_seconds: float = 7 * 86400.0
+    # Where /metrics is served instead of the main listener (host, port); None: there.
+    metrics_listen: tuple[str, int] | None = None
 
     @property
     def production(self) -> bool:
@@ -162,6 +178,9 @@ class Settings:
             ),
             refresh_reuse_grace_seconds=_int(
                 get, "REFRESH_REUSE_GRACE_SECONDS", defaults.refresh_reuse_grace_seconds, 0, 300
+            ),
+            password_reset_ttl_seconds=_int(
+                get, "PASSWORD_RESET_TTL_SECONDS", defaults.password_reset_ttl_seconds, 60, 604800
             ),
             max_body_bytes=_int(get, "MAX_BODY_BYTES", defaults.max_body_bytes, 1024, 16 << 20),
             db_pool_min=_int(get, "DB_POOL_MIN", defaults.db_pool_min, 0, 1000),
@@ -224,6 +243,20 @@ class Settings:
             sfu_ice_addresses=_list(get("SFU_ICE_ADDRESSES")),
             signaling_burst=_int(get, "SIGNALING_BURST", 50, 1, 1_000_000),
             signaling_per_second=_float(get, "SIGNALING_PER_SECOND", 20.0, 0.001, 1_000_000),
+            webhook_dispatch=_bool(get, "WEBHOOK_DISPATCH", True),
+            webhook_timeout_seconds=_float(get, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1, 120),
+            webhook_concurrency=_int(get, "WEBHOOK_CONCURRENCY", 8, 1, 1000),
+            webhook_poll_seconds=_float(get, "WEBHOOK_POLL_SECONDS", 1.0, 0.01, 60),
+            webhook_max_attempts=_int(get, "WEBHOOK_MAX_ATTEMPTS", 20, 1, 1000),
+            webhook_max_age_seconds=_float(
+                get, "WEBHOOK_MAX_AGE_SECONDS", 3 * 86400.0, 1, 30 * 86400
+            ),
+            webhook_retry_base_seconds=_float(get, "WEBHOOK_RETRY_BASE_SECONDS", 10.0, 0.01, 3600),
+            webhook_retry_max_seconds=_float(get, "WEBHOOK_RETRY_MAX_SECONDS", 3600.0, 0.01, 86400),
+            webhook_retention_seconds=_float(
+                get, "WEBHOOK_RETENTION_SECONDS", 7 * 86400.0, 60, 365 * 86400
+            ),
+            metrics_listen=_listen_address(get, "METRICS_LISTEN"),
         )
 
 
@@ -285,6 +318,26 @@ def _trusted_proxies(get: _Getter) -> tuple[ipaddress.IPv4Network | ipaddress.IP
                 "(a network must have no host bits set, e.g. 10.1.0.0/16)"
             ) from None
     return tuple(networks)
+
+
+def _listen_address(get: _Getter, name: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6 address]:port`` for IPv6) to listen on, or None when unset."""
+    raw = get(name)
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.partition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(
+            f"{ENV_PREFIX}{name} must be host:port ([address]:port for IPv6), got {raw!r}"
+        )
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{ENV_PREFIX}{name}: the port must be 0-65535, got {number}")
+    return host, number
 
 
 def _list(raw: str | None) -> tuple[str, ...]:

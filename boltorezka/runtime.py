@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from boltorezka.accounts.service import AccountService
+from boltorezka.admin.service import AdminService
 from boltorezka.auth.service import AuthService
 from boltorezka.auth.tokens import TokenCodec
 from boltorezka.bus import Bus, MemoryBus
@@ -20,10 +22,14 @@ from boltorezka.ratelimit import Limiter, TokenBucketLimiter
 from boltorezka.ratelimit_shared import SharedRedis, connect, limiter
 from boltorezka.realtime.call_cluster import BusCallCluster
 from boltorezka.realtime.hub import Hub
+from boltorezka.realtime.node_control import NodeControl
+from boltorezka.rooms.moderation import ModerationService
 from boltorezka.rooms.service import RoomService
 from boltorezka.rtc import turn
 from boltorezka.rtc.sfu_link import SfuBusLink
 from boltorezka.store.writer import MessageWriter
+from boltorezka.webhooks.dispatcher import Dispatcher, Policy
+from boltorezka.webhooks.service import WebhookService
 
 
 @dataclass
@@ -43,12 +49,33 @@ class Services:
     # events to live connections, which the domain services publish to.
     bus: Bus
     hub: Hub
+    # Password changes, account deletion and password resets.
+    accounts: AccountService
+    # Operators' requests to this node (a drain), over the bus, and the admin service.
+    node_control: NodeControl = field(init=False)
+    admin: AdminService = field(init=False)
+    # Room bans, mutes and reports, on top of the room service.
+    moderation: ModerationService = field(init=False)
+    # Operators' webhook endpoints, and this node's dispatcher of their deliveries.
+    webhooks: WebhookService = field(init=False)
+    webhook_dispatcher: Dispatcher = field(init=False)
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     # The Redis the shared rate limits live in (None: each process keeps its own).
     redis: SharedRedis | None = None
     # Set when the process starts draining: /readyz answers 503 from then on.
     draining: bool = False
+
+    def __post_init__(self) -> None:
+        self.node_control = NodeControl(self.bus, self.hub.node_id, self.hub.directory)
+        self.admin = AdminService(
+            self.pool, self.auth, self.rooms, self.node_control, accounts=self.accounts
+        )
+        self.moderation = ModerationService(self.pool, self.rooms)
+        self.webhooks = WebhookService(self.pool, self.admin)
+        self.webhook_dispatcher = Dispatcher(
+            self.pool, self.metrics, Policy.from_settings(self.settings)
+        )
 
     @classmethod
     def build(
@@ -117,11 +144,24 @@ class Services:
             sfu=lambda deliverer: SfuBusLink(bus, deliverer),
         )
         writer = MessageWriter(pool)
+        accounts = AccountService(
+            pool,
+            auth,
+            hub,
+            # The login rate, in buckets of its own: guesses at a signed-in account's
+            # password cost as much as at the login form, and do not eat its budget.
+            password_limiter=shared(
+                "password", TokenBucketLimiter.per_minute(settings.login_rate_per_minute)
+            ),
+            membership_ended=calls.membership_ended,
+            reset_ttl_seconds=settings.password_reset_ttl_seconds,
+        )
         return cls(
             settings=settings,
             pool=pool,
             metrics=metrics,
             auth=auth,
+            accounts=accounts,
             rooms=RoomService(pool, hub, membership_ended=calls.membership_ended),
             messages=MessageService(
                 pool,

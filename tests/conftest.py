@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,9 +21,13 @@ from redis.exceptions import RedisError
 
 from boltorezka.app import build_app
 from boltorezka.config import Settings, SigningKey
+from boltorezka.realtime import protocol
+from boltorezka.realtime.connection import Connection
+from boltorezka.realtime.handlers import ALREADY_ACKED, Handler, RequestHandlers
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
 from boltorezka.store.database import create_pool
+from tests.frame_schemas import ack_result_problems, problems
 from tests.redis_cluster import PrivateRedisCluster, find_program
 from tests.redis_server import REDIS_SERVER, PrivateRedis, require_program
 
@@ -187,3 +193,55 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def server_frames_fit_the_schema(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every frame an in-process server sends during a test must fit
+    ``protocol/schemas/server.json``, checked by jsonschema (tests/frame_schemas.py).
+
+    A fanned-out event is one frame object for all its recipients, so each distinct
+    frame is checked once."""
+    checked: set[bytes] = set()
+    misfits: list[str] = []
+    send_raw = Connection.send_raw
+
+    def send_checked(self: Connection, frame: bytes) -> None:
+        if frame not in checked:
+            checked.add(frame)
+            found = problems("server.json", json.loads(frame))
+            if found:
+                misfits.append(f"{frame[:300]!r}: {'; '.join(found[:3])}")
+        send_raw(self, frame)
+
+    monkeypatch.setattr(Connection, "send_raw", send_checked)
+
+    # The ack result of each request, against what x-ackResults says that request gets.
+    handlers_init = RequestHandlers.__init__
+
+    def init_checked(self: RequestHandlers, *args: Any, **kwargs: Any) -> None:
+        handlers_init(self, *args, **kwargs)
+        for message_class, handler in list(self.table.items()):
+            self.table[message_class] = _checking(handler, misfits)
+
+    monkeypatch.setattr(RequestHandlers, "__init__", init_checked)
+    yield
+    assert not misfits, "frames the server sent do not fit server.json:\n" + "\n".join(misfits[:10])
+
+
+def _checking(handler: Handler, misfits: list[str]) -> Handler:
+    async def checked(conn: Connection, message: Any) -> Any:
+        result = await handler(conn, message)
+        if result is not ALREADY_ACKED:
+            request_type = protocol.message_type(message)
+            found = ack_result_problems(request_type, msgspec.to_builtins(result))
+            if found:
+                misfits.append(f"ack of {request_type}: {'; '.join(found[:3])}")
+        return result
+
+    return checked
+
+
+# An event whose data has a key its struct does not declare raises in tests instead of
+# losing the key on the way out (boltorezka/realtime/protocol.py event_frame).
+protocol.strict_events = True

@@ -55,3 +55,30 @@ def problems(name: str, frame: Any) -> list[str]:
         f"{'/'.join(map(str, error.absolute_path)) or '(frame)'}: {error.message}"
         for error in validator.iter_errors(frame)
     ]
+
+
+@cache
+def _definition_validator(name: str, definition: str) -> Draft202012Validator:
+    registry: Registry[Any] = Registry().with_resource(
+        f"urn:boltorezka:{name}", Resource.from_contents(_document(name))
+    )
+    return Draft202012Validator(
+        {"$ref": f"urn:boltorezka:{name}#/$defs/{definition}"},
+        registry=registry,
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+
+
+def ack_result_problems(request_type: str, result: Any) -> list[str]:
+    """Why ``result`` (decoded JSON) is not what ``x-ackResults`` says the ack of
+    ``request_type`` carries; empty if it is."""
+    shape = _document("server.json")["x-ackResults"].get(request_type)
+    if shape is None:
+        return [f"no ack result is documented for {request_type!r}"]
+    if "$ref" not in shape:
+        return [] if result is None else [f"the ack of {request_type} carries null"]
+    definition = shape["$ref"].removeprefix("#/$defs/")
+    return [
+        f"result/{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in _definition_validator("server.json", definition).iter_errors(result)
+    ]

@@ -7,10 +7,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from boltorezka_client import BoltorezkaClient
 
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
+from boltorezka.rtc.turn import IceServer
+from boltorezka.runtime import Services
+from tests.conftest import make_client
+from tests.helpers import create_room, register
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocol"
 DOCUMENT = PROTOCOL_DIR / "asyncapi.json"
@@ -143,3 +149,81 @@ def test_examples_decode_as_their_message(doc: dict[str, Any], operation: str) -
                 decoded = protocol.decode_server(frame)
             assert protocol.message_type(decoded) == message["name"], (name, example["name"])
             assert type(decoded).__name__ == name, (name, example["name"])
+
+
+def _check_result(base: dict[str, Any], value: Any, schema: dict[str, Any], at: str) -> list[str]:
+    """Where ``value`` departs from ``schema`` (the subset the documented results use);
+    ``base`` is the document the schema's local refs point into."""
+    if "$ref" in schema:
+        target, _, pointer = schema["$ref"].partition("#")
+        document = base if target == "" else _load(PROTOCOL_DIR / target)
+        return _check_result(document, value, _pointer(document, pointer), at)
+    kind = schema.get("type")
+    if kind is None and "anyOf" in schema:
+        options = [_check_result(base, value, option, at) for option in schema["anyOf"]]
+        return [] if [] in options else options[0]
+    if kind == "object":
+        if not isinstance(value, dict):
+            return [f"{at}: not an object"]
+        properties = schema.get("properties", {})
+        problems = [f"{at}: {key!r} is not documented" for key in value if key not in properties]
+        problems += [f"{at}: {key!r} is missing" for key in schema["required"] if key not in value]
+        for key, item in value.items():
+            if key in properties:
+                problems += _check_result(base, item, properties[key], f"{at}.{key}")
+        return problems
+    if kind == "array":
+        if not isinstance(value, list):
+            return [f"{at}: not an array"]
+        items = schema.get("items", {})
+        return [
+            problem
+            for index, item in enumerate(value)
+            for problem in _check_result(base, item, items, f"{at}[{index}]")
+        ]
+    expected = {"string": str, "integer": int, "boolean": bool}.get(str(kind))
+    # bool is an int subclass: an integer must not be a boolean, nor a boolean an integer.
+    if expected is not None and (
+        not isinstance(value, expected) or isinstance(value, bool) != (expected is bool)
+    ):
+        return [f"{at}: not {kind}"]
+    return []
+
+
+def test_ice_server_schema_is_the_struct_the_server_encodes(doc: dict[str, Any]) -> None:
+    schema = doc["components"]["schemas"]["IceServer"]
+    fields = msgspec.structs.fields(IceServer)
+    assert set(schema["properties"]) == {f.encode_name for f in fields}
+    assert schema["required"] == [f.encode_name for f in fields if f.required]
+
+
+async def test_auth_and_call_acks_carry_what_the_document_describes(
+    doc: dict[str, Any], services: Services
+) -> None:
+    """The documented ack results, checked against what a server with TURN and STUN sends."""
+    assert doc["components"]["messages"]["Auth"]["x-ack-result"] == {
+        "$ref": "#/components/schemas/AuthResult"
+    }
+    configured = await make_client(
+        services,
+        turn_secret="turn-secret-for-tests-0123456789abcdef",
+        turn_uris=("turn:127.0.0.1:3478?transport=udp",),
+        stun_uris=("stun:127.0.0.1:3478",),
+    )
+    try:
+        alice = await register(configured)
+        room = await create_room(configured, alice)
+        url = f"ws://127.0.0.1:{configured.server.port}/v1/ws"
+        async with BoltorezkaClient(url, alice.access_token) as ws:
+            auth = ws.auth_result
+            schema = doc["components"]["messages"]["Auth"]["x-ack-result"]
+            assert _check_result(doc, auth, schema, "auth") == []
+            assert [s for s in auth["iceServers"] if "credential" in s], auth
+            # A refresh on the live socket brings TURN credentials as fresh as a new auth.
+            refreshed = await ws.refresh_token(alice.access_token)
+            assert [s for s in refreshed["iceServers"] if "credential" in s], refreshed
+            joined = await ws.request("call.start", {"roomId": room, "mode": "p2p"})
+            schema = doc["components"]["messages"]["CallStart"]["x-ack-result"]
+            assert _check_result(doc, joined, schema, "call.start") == []
+    finally:
+        await configured.close()

@@ -12,7 +12,13 @@ room, a user or a call has one row here, with the expected outcome for each acto
 - ``anonymous``: no credentials at all;
 - ``revoked``: the owner's own token, from a device session that was logged out;
 - ``deleted``: a room admin whose account was then disabled (how accounts are deleted:
-  a hard delete would take their messages with it), holding a token issued before.
+  a hard delete would take their messages with it), holding a token issued before;
+- ``moderator``, ``server-admin``: server roles (admin/service.py), in no room. They may
+  use the ``/v1/admin`` routes (a moderator only to read) and moderate any room (bans,
+  mutes, reports: rooms/moderation.py), and nothing more of a room than a non-member may:
+  every other row expects for them what it expects for ``non-member``;
+- ``banned``: signed in, banned from every room the world makes (and so in none); unless
+  a row says otherwise, as ``non-member``.
 
 So ``revoked`` and ``deleted`` would be allowed nearly everything if their credentials
 were not checked. An expectation is ``"<status>"`` or ``"<status> <code>"`` for REST and
@@ -49,10 +55,11 @@ from boltorezka.app import build_app
 from boltorezka.auth import passwords
 from boltorezka.auth.tokens import hash_refresh_token, new_refresh_token
 from boltorezka.config import Settings, SigningKey
-from boltorezka.context import Actor
+from boltorezka.context import Actor, RequestInfo
 from boltorezka.realtime import protocol
 from boltorezka.runtime import Services
 from boltorezka.store import migrate
+from boltorezka.store import moderation as moderation_store
 from boltorezka.store import rooms as room_store
 from boltorezka.store.database import create_pool
 from tests.conftest import MIGRATIONS, ROOT, TEST_SECRET
@@ -64,7 +71,25 @@ SEARCH_WORD = "matrixneedle"
 
 OWNER, ADMIN, MEMBER, OTHER = "owner", "admin", "member", "other"
 OUTSIDER, ANONYMOUS, REVOKED, DELETED = "non-member", "anonymous", "revoked", "deleted"
-ACTORS = (OWNER, ADMIN, MEMBER, OTHER, OUTSIDER, ANONYMOUS, REVOKED, DELETED)
+MODERATOR, SERVER_ADMIN = "moderator", "server-admin"
+BANNED = "banned"
+ACTORS = (
+    OWNER,
+    ADMIN,
+    MEMBER,
+    OTHER,
+    OUTSIDER,
+    ANONYMOUS,
+    REVOKED,
+    DELETED,
+    MODERATOR,
+    SERVER_ADMIN,
+    BANNED,
+)
+# Those in the shared room.
+IN_ROOM = frozenset({OWNER, ADMIN, MEMBER, OTHER})
+# Server roles, and what build_world gives them.
+SERVER_ROLES = {MODERATOR: "moderator", SERVER_ADMIN: "admin"}
 # Whose roles are set in every room the world makes, and as what.
 ROLES = {ADMIN: "admin", MEMBER: "member", OTHER: "member", DELETED: "admin"}
 
@@ -131,11 +156,13 @@ class World:
 
     async def new_room(self, kind: str = "private", *, archived: bool = False) -> str:
         async with self.pool.acquire() as conn, conn.transaction():
-            room = await room_store.create(
-                conn, kind, _unique("room"), "", uuid.UUID(self.user_id(OWNER))
-            )
+            room_owner = uuid.UUID(self.user_id(OWNER))
+            room = await room_store.create(conn, kind, _unique("room"), "", room_owner)
             for actor, role in ROLES.items():
                 await room_store.add_member(conn, room.id, uuid.UUID(self.user_id(actor)), role)
+            await moderation_store.put_ban(
+                conn, room.id, uuid.UUID(self.user_id(BANNED)), room_owner, "matrix", None
+            )
             if archived:
                 await room_store.set_archived(conn, room.id, True)
         return str(room.id)
@@ -295,14 +322,25 @@ def cols(
     anonymous: str = NOAUTH,
     revoked: str = SESSION_GONE,
     deleted: str = SESSION_GONE,
+    *,
+    moderator: str | None = None,
+    server_admin: str | None = None,
+    banned: str | None = None,
 ) -> dict[str, str]:
+    """Server roles count for nothing in a room, nor does a ban to one not in it: unless
+    told, as ``outsider``."""
     return dict(
         zip(
             ACTORS,
-            (owner, admin, member, other, outsider, anonymous, revoked, deleted),
+            (
+                owner, admin, member, other, outsider, anonymous, revoked, deleted,
+                outsider if moderator is None else moderator,
+                outsider if server_admin is None else server_admin,
+                outsider if banned is None else banned,
+            ),
             strict=True,
         )
-    )
+    )  # fmt: skip
 
 
 def same(outcome: str) -> dict[str, str]:
@@ -464,8 +502,8 @@ async def check_my_rooms(
     if not allowed:
         return None
     listed = {r["room"]["id"] for r in data["rooms"]}
-    if (world.room in listed) != (actor != OUTSIDER):
-        return f"the private room is {'listed' if actor == OUTSIDER else 'missing'}"
+    if (world.room in listed) != (actor in IN_ROOM):
+        return f"the private room is {'missing' if actor in IN_ROOM else 'listed'}"
     return None
 
 
@@ -483,8 +521,8 @@ async def check_search(
     if not allowed:
         return None
     found = {m["roomId"] for m in data["messages"]}
-    if (world.room in found) != (actor != OUTSIDER):
-        return f"search {'leaks' if actor == OUTSIDER else 'misses'} the private room: {found}"
+    if (world.room in found) != (actor in IN_ROOM):
+        return f"search {'misses' if actor in IN_ROOM else 'leaks'} the private room: {found}"
     return None
 
 
@@ -614,6 +652,14 @@ async def prepare_deleted_profile(world: World, actor: str) -> Prepared:
     return Prepared(f"/v1/users/{world.user_id(DELETED)}", None, world.who(actor))
 
 
+def prepare_lookup(whom: str) -> Prepare:
+    async def prepare(world: World, actor: str) -> Prepared:
+        name = world.accounts[whom].username.upper()  # the lookup ignores case
+        return Prepared(f"/v1/users?username={name}", None, world.who(actor))
+
+    return prepare
+
+
 async def prepare_direct_with_deleted(world: World, actor: str) -> Prepared:
     return Prepared("/v1/rooms/direct", {"userId": world.user_id(DELETED)}, world.who(actor))
 
@@ -628,6 +674,411 @@ def _post(world: World, actor: str) -> dict[str, str]:
 
 def _edit(world: World, actor: str) -> dict[str, str]:
     return {"body": _unique(f"edited by {actor} ")}
+
+
+NO_ROLE = "403 server_role_required"
+
+
+def server_cols(moderator: str, server_admin: str) -> dict[str, str]:
+    """An operators' route: refused to every room role, whatever it is."""
+    return cols(*(NO_ROLE,) * 5, moderator=moderator, server_admin=server_admin)
+
+
+async def prepare_member_search(world: World, actor: str) -> Prepared:
+    """The operators' user list, narrowed to the member's name: the world holds more
+    accounts than a page."""
+    name = await world.pool.fetchval(
+        "SELECT username FROM users WHERE id = $1", uuid.UUID(world.user_id(MEMBER))
+    )
+    return Prepared(f"/v1/admin/users?prefix={name}", None, world.who(actor))
+
+
+async def prepare_room_search(world: World, actor: str) -> Prepared:
+    """The operators' room list, narrowed to the shared room's name."""
+    name = await world.pool.fetchval("SELECT name FROM rooms WHERE id = $1", uuid.UUID(world.room))
+    return Prepared(f"/v1/admin/rooms?prefix={name}", None, world.who(actor))
+
+
+async def check_user_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and world.user_id(MEMBER) not in {u["id"] for u in data["users"]}:
+        return "the member is not listed"
+    return None
+
+
+async def prepare_create_user(world: World, actor: str) -> Prepared:
+    name = _unique("made-")
+    body = {"username": name, "password": PASSWORD}
+    return Prepared("/v1/admin/users", body, world.who(actor), facts={"name": name})
+
+
+async def check_user_created(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    found = await world.pool.fetchval(
+        "SELECT count(*) FROM users WHERE username = $1", p.facts["name"]
+    )
+    return None if found == (1 if allowed else 0) else f"{found} users made"
+
+
+def for_new_user(path: str, body: Any = None, *, disabled: bool = False) -> Prepare:
+    """The request on an account of the case's own, with a live device session."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        user_id = str(
+            await world.pool.fetchval(
+                "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $1, '!') "
+                "RETURNING id",
+                _unique("target"),
+            )
+        )
+        session = await world.new_session(user_id)
+        if disabled:
+            await world.pool.execute(
+                "UPDATE users SET disabled_at = now() WHERE id = $1", uuid.UUID(user_id)
+            )
+        return Prepared(
+            path.format(userId=user_id),
+            body,
+            world.who(actor),
+            facts={"user": user_id, "session": session},
+        )
+
+    return prepare
+
+
+def check_new_user(column: str, when_allowed: Any, otherwise: Any) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        value = await world.pool.fetchval(
+            f"SELECT {column} FROM users WHERE id = $1", uuid.UUID(p.facts["user"])
+        )
+        want = when_allowed if allowed else otherwise
+        return None if value == want else f"{column} is {value!r}, expected {want!r}"
+
+    return check
+
+
+def check_disabled(when_allowed: bool) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        disabled = await world.pool.fetchval(
+            "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1", uuid.UUID(p.facts["user"])
+        )
+        want = when_allowed if allowed else not when_allowed
+        if disabled != want:
+            return f"disabled is {disabled}"
+        if when_allowed and allowed and await world.status_with(p.facts["session"]) != 401:
+            return "the disabled account's session still works"
+        return None
+
+    return check
+
+
+async def check_new_user_signed_out(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    status = await world.status_with(p.facts["session"])
+    return None if allowed == (status == 401) else f"the session answers {status} afterwards"
+
+
+async def check_admin_room_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and world.room not in {r["room"]["id"] for r in data["rooms"]}:
+        return "the private room is not listed for an operator"
+    return None
+
+
+async def check_node_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    here = world.services.node_control.node_id
+    if allowed and {"nodeId": here, "current": True} not in data["nodes"]:
+        return f"this node is not listed: {data}"
+    return None
+
+
+def prepare_drain(*, known: bool) -> Prepare:
+    async def prepare(world: World, actor: str) -> Prepared:
+        node = world.services.node_control.node_id if known else _unique("no-such-node-")
+        return Prepared(f"/v1/admin/nodes/{node}/drain", None, world.who(actor))
+
+    return prepare
+
+
+async def check_drain_sent(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    # Nothing waits on this module's stop event, so the audit row tells who drained it.
+    who = world.who(actor)
+    rows = await world.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'admin.node.drain' AND actor_id = $1",
+        uuid.UUID(who.id) if who is not None else None,
+    )
+    if allowed != (rows == 1):
+        return f"{rows} drain audit rows by {actor}"
+    if allowed and not world.services.node_control.stop.is_set():
+        return "the drain did not reach the node"
+    return None
+
+
+# Webhook endpoints point at a closed local port: cases must not reach out to anything.
+HOOK_URL = "http://127.0.0.1:9/"
+
+
+async def check_webhook_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and any("secret" in e for e in data["endpoints"]):
+        return "a listed endpoint shows its secret"
+    return None
+
+
+async def prepare_create_webhook(world: World, actor: str) -> Prepared:
+    url = HOOK_URL + _unique("made-")
+    body = {"url": url, "eventTypes": ["call.ended"]}
+    return Prepared("/v1/admin/webhooks", body, world.who(actor), facts={"url": url})
+
+
+async def check_webhook_created(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    found = await world.pool.fetchval(
+        "SELECT count(*) FROM webhook_endpoints WHERE url = $1", p.facts["url"]
+    )
+    return None if found == (1 if allowed else 0) else f"{found} endpoints made"
+
+
+async def prepare_delete_webhook(world: World, actor: str) -> Prepared:
+    hook = await world.pool.fetchval(
+        "INSERT INTO webhook_endpoints (url, secret, event_types) "
+        "VALUES ($1, 'whsec_matrix', ARRAY['call.ended']) RETURNING id",
+        HOOK_URL + _unique("gone-"),
+    )
+    return Prepared(f"/v1/admin/webhooks/{hook}", None, world.who(actor), facts={"hook": hook})
+
+
+async def check_webhook_deleted(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    left = await world.pool.fetchval(
+        "SELECT count(*) FROM webhook_endpoints WHERE id = $1", p.facts["hook"]
+    )
+    return None if left == (0 if allowed else 1) else f"{left} endpoints left"
+
+
+# Moderating a room: its owner and admins, and server moderators and admins in any room.
+def moderate_cols(allowed: str) -> dict[str, str]:
+    return cols(allowed, allowed, FORBID, FORBID, HIDDEN, moderator=allowed, server_admin=allowed)
+
+
+async def _sanction(world: World, table: str, room: str, actor: str) -> bool:
+    found = await world.pool.fetchval(
+        f"SELECT count(*) FROM {table} WHERE room_id = $1 AND user_id = $2 "
+        "AND (expires_at IS NULL OR expires_at > now())",
+        uuid.UUID(room),
+        uuid.UUID(world.user_id(actor)),
+    )
+    return bool(found)
+
+
+def check_sanction(table: str, whom: str, *, when_allowed: bool) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        held = await _sanction(world, table, p.facts["room"], whom)
+        want = when_allowed if allowed else not when_allowed
+        return None if held == want else f"{table} row for the {whom}: {held}"
+
+    return check
+
+
+async def check_banned_out(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    problem = await check_sanction("room_bans", MEMBER, when_allowed=True)(
+        world, actor, p, allowed, data
+    )
+    return problem or await check_member_role(None, "member")(world, actor, p, allowed, data)
+
+
+async def prepare_unban(world: World, actor: str) -> Prepared:
+    room = await world.new_room()  # the banned actor is banned from it
+    path = f"/v1/rooms/{room}/bans/{world.user_id(BANNED)}"
+    return Prepared(path, None, world.who(actor), facts={"room": room})
+
+
+async def prepare_muted_member(world: World, actor: str) -> Prepared:
+    room = await world.new_room()
+    await moderation_store.put_mute(
+        world.pool,
+        uuid.UUID(room),
+        uuid.UUID(world.user_id(MEMBER)),
+        uuid.UUID(world.user_id(OWNER)),
+        "matrix",
+        None,
+    )
+    return Prepared(
+        f"/v1/rooms/{room}/mutes/{world.user_id(MEMBER)}",
+        None,
+        world.who(actor),
+        facts={"room": room},
+    )
+
+
+async def check_ban_list(
+    world: World, actor: str, p: Prepared, allowed: bool, data: Any
+) -> str | None:
+    if allowed and world.user_id(BANNED) not in {b["userId"] for b in data["bans"]}:
+        return "the banned user is not listed"
+    return None
+
+
+async def prepare_report(world: World, actor: str) -> Prepared:
+    message = await world.new_message()
+    body = {"messageId": message, "reason": f"reported by {actor}"}
+    return Prepared(
+        f"/v1/rooms/{world.room}/reports", body, world.who(actor), facts={"message": message}
+    )
+
+
+async def check_reported(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    found = await world.pool.fetchval(
+        "SELECT count(*) FROM message_reports WHERE message_id = $1",
+        uuid.UUID(p.facts["message"]),
+    )
+    return None if found == (1 if allowed else 0) else f"{found} reports stored"
+
+
+async def prepare_resolve(world: World, actor: str) -> Prepared:
+    message = await world.new_message()
+    report = await moderation_store.add_report(
+        world.pool,
+        uuid.UUID(world.room),
+        uuid.UUID(message),
+        uuid.UUID(world.user_id(OTHER)),
+        "matrix",
+    )
+    assert report is not None
+    return Prepared(
+        f"/v1/rooms/{world.room}/reports/{report.id}/resolve",
+        {"resolution": "dismissed"},
+        world.who(actor),
+        facts={"report": str(report.id)},
+    )
+
+
+async def check_resolved(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    resolved = await world.pool.fetchval(
+        "SELECT resolved_at IS NOT NULL FROM message_reports WHERE id = $1",
+        uuid.UUID(p.facts["report"]),
+    )
+    return None if resolved == allowed else f"resolved: {resolved}"
+
+
+# --- account self-service: the caller's own password and account -----------------------
+
+
+def as_stand_in(path: str, body: Callable[[World, str], Any] | None = None) -> Prepare:
+    """The request as a throwaway account standing in for the actor: the same server role,
+    the same role in a room of the case's own (the owner's stand-in owns it), revoked or
+    disabled alike. Changing the actor's own password or deleting their account would
+    spoil the shared world for every later case."""
+
+    async def prepare(world: World, actor: str) -> Prepared:
+        if actor == ANONYMOUS:
+            return Prepared(path, body(world, actor) if body else None, None)
+        password_hash = await world.pool.fetchval(
+            "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(world.user_id(OWNER))
+        )
+        user_id = await world.pool.fetchval(
+            "INSERT INTO users (username, display_name, password_hash, server_role) "
+            "VALUES ($1, $1, $2, $3) RETURNING id",
+            _unique("standin-"),
+            password_hash,
+            SERVER_ROLES.get(actor),
+        )
+        room = await world.new_room()
+        if actor in (OWNER, REVOKED):
+            await world.pool.execute(
+                "UPDATE room_members SET role = 'admin' WHERE room_id = $1 AND role = 'owner'",
+                uuid.UUID(room),
+            )
+            await room_store.add_member(world.pool, uuid.UUID(room), user_id, "owner")
+        elif actor in ROLES:
+            await room_store.add_member(world.pool, uuid.UUID(room), user_id, ROLES[actor])
+        session = await world.new_session(str(user_id), revoked=actor == REVOKED)
+        spare = await world.new_session(str(user_id))  # another device of theirs
+        if actor == DELETED:
+            await world.pool.execute("UPDATE users SET disabled_at = now() WHERE id = $1", user_id)
+        return Prepared(
+            path,
+            body(world, actor) if body else None,
+            session,
+            facts={"user": str(user_id), "session": session, "spare": spare, "hash": password_hash},
+        )
+
+    return prepare
+
+
+def _password_change(world: World, actor: str) -> dict[str, str]:
+    return {"currentPassword": PASSWORD, "newPassword": _unique("a new passphrase ")}
+
+
+async def check_password_changed(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    if p.who is None:
+        return None
+    stored = await world.pool.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1", uuid.UUID(p.facts["user"])
+    )
+    if (stored != p.facts["hash"]) != allowed:
+        return f"the password {'stayed' if allowed else 'changed'}"
+    spare = await world.status_with(p.facts["spare"])
+    if allowed and (spare != 401 or await world.status_with(p.who) != 200):
+        return f"afterwards the other device answers {spare}, and it should be signed out"
+    return None
+
+
+async def check_account_deleted(
+    world: World, actor: str, p: Prepared, allowed: bool, _: Any
+) -> str | None:
+    if p.who is None:
+        return None
+    deleted = await world.pool.fetchval(
+        "SELECT deleted_at IS NOT NULL FROM users WHERE id = $1", uuid.UUID(p.facts["user"])
+    )
+    if deleted != allowed:
+        return f"deleted: {deleted}"
+    if allowed and await world.status_with(p.facts["spare"]) != 401:
+        return "a device session of the deleted account still works"
+    return None
+
+
+async def prepare_password_reset(world: World, actor: str) -> Prepared:
+    """A token an operator issued for an account of the case's own, presented with the
+    actor's credentials sent along (the route needs none and ignores them)."""
+    target = await for_new_user("/v1/auth/password-reset")(world, actor)
+    issued = await world.services.accounts.issue_reset(
+        uuid.UUID(target.facts["user"]), RequestInfo(), issued_by=None
+    )
+    target.body = {"token": issued.token, "newPassword": _unique("a reset passphrase ")}
+    return target
+
+
+def check_reset_tokens(when_allowed: int) -> Check:
+    async def check(world: World, actor: str, p: Prepared, allowed: bool, _: Any) -> str | None:
+        count = await world.pool.fetchval(
+            "SELECT count(*) FROM password_reset_tokens WHERE user_id = $1 AND used_at IS NULL",
+            uuid.UUID(p.facts["user"]),
+        )
+        want = when_allowed if allowed else 0
+        return None if count == want else f"{count} unused reset tokens, expected {want}"
+
+    return check
 
 
 HTTP_ROWS: tuple[Http, ...] = (
@@ -645,12 +1096,13 @@ HTTP_ROWS: tuple[Http, ...] = (
     Http(
         "POST", "/v1/auth/login",
         cols("200", "200", "200", "200", "200", "401 invalid_credentials", "200",
-             "401 invalid_credentials"),
+             "403 account_disabled"),
         shared("/v1/auth/login", _login),
     ),
     Http(
         "POST", "/v1/auth/refresh",
-        cols("200", "200", "200", "200", "200", *("401 invalid_refresh_token",) * 3),
+        cols("200", "200", "200", "200", "200", *("401 invalid_refresh_token",) * 2,
+             "403 account_disabled"),
         prepare_refresh,
     ),
     # The caller's own account and sessions.
@@ -663,11 +1115,22 @@ HTTP_ROWS: tuple[Http, ...] = (
         cols(*("404 session_not_found",) * 2, "204", *("404 session_not_found",) * 2),
         prepare_revoke, check_revoke,
     ),
+    # The reset token is the credential; a bearer token sent along changes nothing.
+    Http("POST", "/v1/auth/password-reset", same("204"), prepare_password_reset,
+         check_new_user_signed_out),
     Http("GET", "/v1/me", signed_in("200"), shared("/v1/me"), check_profile),
     Http("PATCH", "/v1/me", signed_in("200"), shared("/v1/me", lambda w, a: {"bio": a})),
+    Http("POST", "/v1/me/password", signed_in("200"),
+         as_stand_in("/v1/me/password", _password_change), check_password_changed),
+    # A room owner hands each room over first; server roles are no exception.
+    Http("DELETE", "/v1/me", cols("409 owner_must_transfer", "204", "204", "204", "204"),
+         as_stand_in("/v1/me", lambda w, a: {"password": PASSWORD}), check_account_deleted),
     Http("GET", "/v1/users/{userId}", signed_in("200"), shared("/v1/users/{userId}"),
          check_profile),
     Http("GET", "/v1/users/{userId}", signed_in("404 user_not_found"), prepare_deleted_profile,
+         variant="deleted user"),
+    Http("GET", "/v1/users", signed_in("200"), prepare_lookup(OWNER), check_profile),
+    Http("GET", "/v1/users", signed_in("404 user_not_found"), prepare_lookup(DELETED),
          variant="deleted user"),
     Http("GET", "/v1/turn/credentials", signed_in("200"), shared("/v1/turn/credentials")),
     # Rooms: creating, listing, direct rooms.
@@ -697,7 +1160,8 @@ HTTP_ROWS: tuple[Http, ...] = (
          in_fresh_room("/v1/rooms/{roomId}/unarchive", archived=True), check_archived(False)),
     Http("POST", "/v1/rooms/{roomId}/join", cols("200", "200", "200", "200", HIDDEN),
          shared("/v1/rooms/{roomId}/join")),
-    Http("POST", "/v1/rooms/{roomId}/join", cols("200", "200", "200", "200", "200"),
+    Http("POST", "/v1/rooms/{roomId}/join",
+         cols("200", "200", "200", "200", "200", banned="403 banned"),
          in_fresh_room("/v1/rooms/{roomId}/join", kind="public"), check_joined_public,
          variant="public"),
     Http(
@@ -743,6 +1207,66 @@ HTTP_ROWS: tuple[Http, ...] = (
          shared(f"/v1/messages/search?q={SEARCH_WORD}&roomId={{roomId}}"), check_search),
     Http("GET", "/v1/messages/search", signed_in("200"),
          shared(f"/v1/messages/search?q={SEARCH_WORD}"), check_search, variant="every room"),
+    # Moderation: a room's owner and admins, server moderators and admins in any room.
+    Http("GET", "/v1/rooms/{roomId}/bans", moderate_cols("200"),
+         shared("/v1/rooms/{roomId}/bans"), check_ban_list),
+    Http("PUT", "/v1/rooms/{roomId}/bans/{userId}", moderate_cols("200"),
+         in_fresh_room("/v1/rooms/{roomId}/bans/{userId}", lambda w, a: {"reason": a}),
+         check_banned_out),
+    Http("DELETE", "/v1/rooms/{roomId}/bans/{userId}", moderate_cols("204"),
+         prepare_unban, check_sanction("room_bans", BANNED, when_allowed=False)),
+    Http("GET", "/v1/rooms/{roomId}/mutes", moderate_cols("200"),
+         shared("/v1/rooms/{roomId}/mutes")),
+    Http("PUT", "/v1/rooms/{roomId}/mutes/{userId}", moderate_cols("200"),
+         in_fresh_room("/v1/rooms/{roomId}/mutes/{userId}", lambda w, a: {"reason": a}),
+         check_sanction("room_mutes", MEMBER, when_allowed=True)),
+    Http("DELETE", "/v1/rooms/{roomId}/mutes/{userId}", moderate_cols("204"),
+         prepare_muted_member, check_sanction("room_mutes", MEMBER, when_allowed=False)),
+    # Members report others' messages (the member's own is refused); moderators resolve.
+    Http("POST", "/v1/rooms/{roomId}/reports",
+         cols("201", "201", "422 validation_failed", "201", HIDDEN),
+         prepare_report, check_reported),
+    Http("GET", "/v1/rooms/{roomId}/reports", moderate_cols("200"),
+         shared("/v1/rooms/{roomId}/reports")),
+    Http("POST", "/v1/rooms/{roomId}/reports/{reportId}/resolve", moderate_cols("200"),
+         prepare_resolve, check_resolved),
+    # Operators: moderators read, server admins do everything; room roles count for nothing.
+    Http("GET", "/v1/admin/users", server_cols("200", "200"), prepare_member_search,
+         check_user_list),
+    Http("POST", "/v1/admin/users", server_cols(NO_ROLE, "201"), prepare_create_user,
+         check_user_created),
+    Http("GET", "/v1/admin/users/{userId}", server_cols("200", "200"),
+         shared("/v1/admin/users/{userId}")),
+    Http("PUT", "/v1/admin/users/{userId}/role", server_cols(NO_ROLE, "200"),
+         for_new_user("/v1/admin/users/{userId}/role", {"role": "moderator"}),
+         check_new_user("server_role", "moderator", None)),
+    Http("POST", "/v1/admin/users/{userId}/disable", server_cols(NO_ROLE, "200"),
+         for_new_user("/v1/admin/users/{userId}/disable"), check_disabled(True)),
+    Http("POST", "/v1/admin/users/{userId}/enable", server_cols(NO_ROLE, "200"),
+         for_new_user("/v1/admin/users/{userId}/enable", disabled=True), check_disabled(False)),
+    Http("DELETE", "/v1/admin/users/{userId}/sessions", server_cols(NO_ROLE, "200"),
+         for_new_user("/v1/admin/users/{userId}/sessions"), check_new_user_signed_out),
+    Http("POST", "/v1/admin/users/{userId}/password-reset", server_cols(NO_ROLE, "201"),
+         for_new_user("/v1/admin/users/{userId}/password-reset"), check_reset_tokens(1)),
+    Http("GET", "/v1/admin/rooms", server_cols("200", "200"), prepare_room_search,
+         check_admin_room_list),
+    Http("DELETE", "/v1/admin/rooms/{roomId}", server_cols(NO_ROLE, "204"),
+         in_fresh_room("/v1/admin/rooms/{roomId}"), check_deleted_room),
+    Http("GET", "/v1/admin/audit", server_cols("200", "200"),
+         shared("/v1/admin/audit?action=room.delete")),
+    Http("GET", "/v1/admin/nodes", server_cols(NO_ROLE, "200"), shared("/v1/admin/nodes"),
+         check_node_list),
+    Http("POST", "/v1/admin/nodes/{nodeId}/drain", server_cols(NO_ROLE, "202"),
+         prepare_drain(known=True), check_drain_sent),
+    Http("POST", "/v1/admin/nodes/{nodeId}/drain", server_cols(NO_ROLE, "404 node_not_found"),
+         prepare_drain(known=False), variant="unknown node"),
+    # Webhooks: server admins only (endpoint URLs may carry the receiver's credentials).
+    Http("GET", "/v1/admin/webhooks", server_cols(NO_ROLE, "200"), shared("/v1/admin/webhooks"),
+         check_webhook_list),
+    Http("POST", "/v1/admin/webhooks", server_cols(NO_ROLE, "201"), prepare_create_webhook,
+         check_webhook_created),
+    Http("DELETE", "/v1/admin/webhooks/{webhookId}", server_cols(NO_ROLE, "204"),
+         prepare_delete_webhook, check_webhook_deleted),
 )  # fmt: skip
 
 
@@ -1091,13 +1615,14 @@ async def build_world(client: Client, services: Services) -> World:
     password_hash = await passwords.hash_password(PASSWORD)
     users: dict[str, str] = {}
     async with pool.acquire() as conn, conn.transaction():
-        for actor in (OWNER, ADMIN, MEMBER, OTHER, OUTSIDER, DELETED):
+        for actor in (OWNER, ADMIN, MEMBER, OTHER, OUTSIDER, DELETED, BANNED, *SERVER_ROLES):
             users[actor] = str(
                 await conn.fetchval(
-                    "INSERT INTO users (username, display_name, password_hash) "
-                    "VALUES ($1, $1, $2) RETURNING id",
+                    "INSERT INTO users (username, display_name, password_hash, server_role) "
+                    "VALUES ($1, $1, $2, $3) RETURNING id",
                     _unique(f"mx-{actor.replace('-', '')}-"),
                     password_hash,
+                    SERVER_ROLES.get(actor),
                 )
             )
     world = World(client, services, pool)

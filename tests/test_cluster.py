@@ -8,6 +8,13 @@ test's own, and on the session's 3-master Redis Cluster (sharded pub/sub).
 - A node drained (SIGTERM) mid-chat: the balancer stops sending it clients, its clients
   move on, and nothing acknowledged is lost.
 - A node started late sees the presence of everyone already online elsewhere.
+- The node hosting a call drained (SIGTERM) or killed (SIGKILL) mid-call and mid-chat: no
+  acknowledged message is lost, another node takes the same call over from PostgreSQL and
+  tells its participants (``host_changed``), the participant whose socket was on that node
+  rejoins through the balancer with its participant id, and signaling flows again across
+  the nodes left. Drained, the node hands the call over as it stops; killed, the call waits
+  until the others judge the node silent, and call requests meanwhile are answered with the
+  retryable ``call_host_unavailable``.
 """
 
 from __future__ import annotations
@@ -21,17 +28,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from boltorezka_client import BoltorezkaClient
+from boltorezka_client import BoltorezkaClient, ConnectionLost, NackError
 
 from tests.conftest import ROOT
-from tests.helpers import cli_env, free_port, url_with_search_path
+from tests.helpers import cli_env, eventually, free_port, url_with_search_path
 from tests.redis_cluster import PrivateRedisCluster
 from tests.redis_server import PrivateRedis, require_program
 
@@ -378,4 +385,192 @@ async def test_a_node_started_late_sees_everyone_online(cluster: Cluster) -> Non
         assert statuses[found.user_ids["early1"]] == "online", statuses
         assert statuses[found.user_ids["early2"]] == "online", statuses
     for client in early:
+        await client.close()
+
+
+async def _one_socket_per_node(cluster: Cluster, tokens: list[str]) -> list[BoltorezkaClient]:
+    """A client for each token through the balancer, each on a node of its own.
+
+    leastconn sends a new socket where the fewest are open, so a socket that lands on a node
+    already taken (one counting a REST keep-alive, say) is held open aside, which steers the
+    next attempt elsewhere; the spares close once every client has its node."""
+    clients: list[BoltorezkaClient] = []
+    spares: list[BoltorezkaClient] = []
+    for token in tokens:
+        for _ in range(len(cluster.nodes) * 2):
+            client = BoltorezkaClient(cluster.ws_url, token)
+            await client.connect()
+            if _node_of(client) in {_node_of(c) for c in clients}:
+                spares.append(client)
+                continue
+            clients.append(client)
+            break
+    for spare in spares:
+        await spare.close()
+    placement = [_node_of(c) for c in clients]
+    assert len(set(placement)) == len(tokens), f"clients sit on {placement}"
+    return clients
+
+
+def _call_state(
+    call_id: str, *, reason: str | None = None, connected: set[str] | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """Matches a ``call.state`` of the call, with ``reason`` if given, and exactly the
+    participants ``connected`` (by participant id) shown connected if given."""
+
+    def match(event: dict[str, Any]) -> bool:
+        body = event.get("payload", {})
+        if event.get("type") != "call.state" or body.get("callId") != call_id:
+            return False
+        if reason is not None and body.get("reason") != reason:
+            return False
+        shown = {p["participantId"] for p in body["participants"] if p["connected"]}
+        return connected is None or shown == connected
+
+    return match
+
+
+async def _chatter(
+    client: BoltorezkaClient, room: str, tag: str, acked: list[int], until: asyncio.Event
+) -> None:
+    """Send messages one after another until ``until`` is set, recording each acked seq;
+    as in ``_burst``, a send is retried across reconnects with its clientMsgId."""
+    index = 0
+    while not until.is_set():
+        ack = await client.send_message(room, f"{tag} {index}", client_msg_id=f"{tag}-{index}")
+        acked.append(int(ack["seq"]))
+        index += 1
+        await asyncio.sleep(0.05)
+
+
+async def _rejoin(client: BoltorezkaClient, call_id: str) -> dict[str, Any]:
+    """``call.join`` as a client does after its socket moved: a retryable nack (the call
+    changing hands) and a socket lost under the request are retried."""
+    async with asyncio.timeout(PATIENCE):
+        while True:
+            try:
+                result: dict[str, Any] = await client.request("call.join", {"callId": call_id})
+                return result
+            except ConnectionLost:
+                await client.wait_connected(PATIENCE)
+            except NackError as exc:
+                if not exc.retryable:
+                    raise
+                await asyncio.sleep((exc.retry_after_ms or 200) / 1000)
+
+
+async def _relay_both_ways(
+    one: BoltorezkaClient, one_pid: str, two: BoltorezkaClient, two_pid: str, call_id: str
+) -> None:
+    """An ICE-restart offer from ``one`` reaches ``two``, with a candidate after it, and
+    ``two``'s answer comes back."""
+    sdp = f"v=0 (ice restart {one_pid})"
+    offer = {"callId": call_id, "to": two_pid, "sdp": sdp, "iceRestart": True}
+    await one.request("rtc.offer", offer)
+    got = await two.wait_type("rtc.offer", timeout=PATIENCE, callId=call_id, sdp=sdp)
+    assert got["payload"]["from"] == one_pid
+    candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
+    await one.request("rtc.ice", {"callId": call_id, "to": two_pid, "candidate": candidate})
+    ice = await two.wait_type("rtc.ice", timeout=PATIENCE, callId=call_id, **{"from": one_pid})
+    assert ice["payload"]["candidate"] == candidate
+    answer = {"callId": call_id, "to": one_pid, "sdp": f"v=0 (answer {two_pid})"}
+    await two.request("rtc.answer", {**answer, "iceRestart": True})
+    back = await one.wait_type("rtc.answer", timeout=PATIENCE, callId=call_id, sdp=answer["sdp"])
+    assert back["payload"]["from"] == two_pid
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["drained", "killed"])
+async def test_a_call_and_a_chat_survive_losing_the_calls_host(
+    cluster: Cluster, test_db: TestDatabase, how: signal.Signals
+) -> None:
+    await _start_all(cluster)
+    names = ["caller", "callee1", "callee2"]
+    found = await _room_with(cluster, names)
+    room = found.id
+    clients = await _one_socket_per_node(cluster, [found.tokens[name] for name in names])
+    for client in clients:
+        await client.join(room)
+    # The call is held by the node that started it: the caller's.
+    mover, *stayers = clients
+    host = next(n for n in cluster.nodes if n.name == _node_of(mover))
+    started = await mover.request("call.start", {"roomId": room, "mode": "p2p"})
+    call_id = started["call"]["callId"]
+    pids = [started["participantId"]]
+    for client in stayers:
+        pids.append((await client.request("call.join", {"callId": call_id}))["participantId"])
+    everyone = set(pids)
+    for client in clients:
+        # Taken out of the events, so that a later match comes after the host is gone.
+        await client.wait_for(_call_state(call_id, connected=everyone), timeout=PATIENCE)
+
+    stop = asyncio.Event()
+    acked: list[list[int]] = [[] for _ in clients]
+    chatter = [
+        asyncio.create_task(_chatter(c, room, f"m{i}", acked[i], stop))
+        for i, c in enumerate(clients)
+    ]
+    await eventually(lambda: all(len(a) >= 3 for a in acked), "chat traffic from everyone")
+    assert host.proc is not None
+    host.proc.send_signal(how)
+
+    # The caller's socket closes (with the drain, or the process); it reconnects through the
+    # balancer to a node left, and rejoins the call at once, as a client does.
+    await eventually(lambda: mover.reconnects > 0, "the caller reconnected", timeout=PATIENCE)
+    await mover.wait_connected(PATIENCE)
+    assert _node_of(mover) != host.name
+    rejoined = await _rejoin(mover, call_id)
+    assert rejoined["call"]["callId"] == call_id, "the same call, not a new one"
+    assert rejoined["call"]["state"] == "active"
+    assert rejoined["participantId"] == pids[0], "the caller keeps its place"
+
+    # Those whose sockets were elsewhere keep theirs, and hear that the call moved.
+    for client in stayers:
+        moved = await client.wait_for(_call_state(call_id, reason="host_changed"), timeout=PATIENCE)
+        payload = moved["payload"]
+        assert payload["state"] == "active", payload
+        shown = {p["participantId"]: p["connected"] for p in payload["participants"]}
+        assert shown.keys() == everyone, payload
+        assert shown[pids[1]] and shown[pids[2]], payload
+    async with asyncio.timeout(PATIENCE):
+        code = await host.proc.wait()
+    assert code == (0 if how == signal.SIGTERM else -signal.SIGKILL), host.output()
+    stop.set()
+    async with asyncio.timeout(PATIENCE * 2):
+        await asyncio.gather(*chatter)
+
+    # Every acknowledged message reached every member exactly once, in order.
+    total = sum(len(seqs) for seqs in acked)
+    assert sorted(s for seqs in acked for s in seqs) == list(range(1, total + 1))
+    await _wait_all_seqs(clients, room, total)
+
+    # Signaling runs through the new host between sockets on different nodes: the caller
+    # and whoever is on the other node left, and the two who never moved.
+    across = next(i for i in (1, 2) if _node_of(clients[i]) != _node_of(mover))
+    await _relay_both_ways(mover, pids[0], clients[across], pids[across], call_id)
+    await _relay_both_ways(clients[1], pids[1], clients[2], pids[2], call_id)
+    for client in clients:
+        await client.wait_for(_call_state(call_id, connected=everyone), timeout=PATIENCE)
+    assert not [
+        e
+        for c in clients
+        for e in c.events
+        if e.get("type") == "call.state"
+        and (e["payload"]["callId"] != call_id or e["payload"]["state"] == "ended")
+    ], "the call never ended, and no other began"
+
+    conn = await test_db.connect()
+    try:
+        calls = await conn.fetch("SELECT id, state, host_node FROM call_sessions")
+        participants = await conn.fetch(
+            "SELECT id, connection_node FROM call_participants WHERE left_at IS NULL"
+        )
+    finally:
+        await conn.close()
+    assert [(str(r["id"]), r["state"]) for r in calls] == [(call_id, "active")]
+    left = {n.name for n in cluster.nodes} - {host.name}
+    assert calls[0]["host_node"] in left
+    assert {str(r["id"]): r["connection_node"] for r in participants} == {
+        pid: _node_of(client) for pid, client in zip(pids, clients, strict=True)
+    }
+    for client in clients:
         await client.close()

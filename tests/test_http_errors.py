@@ -122,9 +122,41 @@ async def test_validation_failures_are_422_naming_the_field(client: Client) -> N
         response = await client.post("/v1/auth/register", json=payload)
         body = await expect_problem(response, 422, "validation_failed")
         assert field in body["detail"], (payload, body)
+        # Named as the WebSocket nacks name fields: the wire name, for a client to branch on.
+        assert body["field"] == field, (payload, body)
     # Nothing was created by any of them.
     response = await client.post("/v1/auth/login", json={"username": "alice", "password": PASSWORD})
     assert response.status == 401
+
+
+async def test_body_field_names_use_wire_names_and_whole_body_errors_name_none(
+    client: Client,
+) -> None:
+    alice = await register(client)
+    cases: list[tuple[str, str, Any, str]] = [
+        ("PATCH", "/v1/me", {"displayName": ""}, "displayName"),
+        ("PATCH", "/v1/me", {"avatarUrl": "ftp://example.org/a.png"}, "avatarUrl"),
+        ("PATCH", "/v1/me", {"bio": 5}, "bio"),
+        ("POST", "/v1/rooms", {"name": "general", "kind": "secret"}, "kind"),
+        ("POST", "/v1/rooms/direct", {"userId": "not-a-uuid"}, "userId"),
+        ("POST", "/v1/auth/refresh", {}, "refreshToken"),
+    ]
+    for method, path, payload, field in cases:
+        response = await client.request(method, path, json=payload, headers=alice.headers)
+        body = await expect_problem(response, 422, "validation_failed")
+        assert body["field"] == field, (path, payload, body)
+    # A body that is not an object at all has no field to blame.
+    response = await client.post("/v1/rooms", json=["general"], headers=alice.headers)
+    body = await expect_problem(response, 422, "validation_failed")
+    assert "field" not in body, body
+    # U+0000 is refused after decoding, and the field holding it is named too.
+    response = await client.patch(
+        "/v1/me",
+        data='{"displayName": "Al", "bio": "a\\u0000b"}',
+        headers={**alice.headers, **JSON},
+    )
+    body = await expect_problem(response, 422, "validation_failed")
+    assert body["field"] == "bio", body
 
 
 async def test_message_body_over_4000_characters_is_refused(client: Client) -> None:

@@ -676,6 +676,13 @@ def test_state_checked_fields_are_listed_on_the_422_answer(doc: dict[str, Any]) 
         "postMessage": ["replyTo"],
         "markRead": ["seq"],
         "searchMessages": ["cursor"],
+        "adminListUsers": ["cursor"],
+        "adminListRooms": ["cursor"],
+        "adminAuditLog": ["cursor", "since"],
+        "banUser": ["userId"],
+        "muteMember": ["userId"],
+        "reportMessage": ["messageId"],
+        "listReports": ["cursor"],
     }
 
 

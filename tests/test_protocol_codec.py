@@ -64,6 +64,13 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
     ),
     p.MemberJoined(payload=p.MemberPayload(room_id=ROOM, user_id=USER)),
     p.MemberLeft(payload=p.MemberPayload(room_id=ROOM, user_id=USER)),
+    p.MemberBanned(payload=p.MemberSanctionPayload(room_id=ROOM, user_id=USER, expires_at=None)),
+    p.MemberMuted(
+        payload=p.MemberSanctionPayload(
+            room_id=ROOM, user_id=USER, expires_at=datetime(2024, 5, 2, tzinfo=UTC)
+        )
+    ),
+    p.MemberUnmuted(payload=p.MemberPayload(room_id=ROOM, user_id=USER)),
     p.PresenceChanged(payload=p.PresenceChangedPayload(user_id=USER, status="dnd")),
     p.TypingIndicator(payload=p.TypingPayload(room_id=ROOM, user_id=USER, active=True)),
     CHAT_MESSAGE,
@@ -95,7 +102,7 @@ SERVER_EXAMPLES: list[p.ServerMessage] = [
             room_id=ROOM,
             state="active",
             mode="p2p",
-            participants=[p.CallParticipantInfo(participant_id=MSG, user_id=USER)],
+            participants=[p.CallParticipantInfo(participant_id=MSG, user_id=USER, connected=True)],
         )
     ),
     p.RtcOfferRelayed(payload=p.RelayedSdpPayload(call_id=MSG, sdp="v=0", from_=USER)),
@@ -167,6 +174,13 @@ def test_nack_retry_fields() -> None:
 
 
 def test_absent_optionals_are_omitted_on_the_wire() -> None:
+    assert json.loads(p.encode(p.Pong()))["payload"] == {}
+    call = next(m for m in SERVER_EXAMPLES if isinstance(m, p.CallStateChanged))
+    assert "reason" not in json.loads(p.encode(call))["payload"]
+
+
+def test_a_stored_message_carries_every_field() -> None:
+    """Clients read a message's optional fields unconditionally: unset ones are null."""
     message = json.loads(p.encode(CHAT_MESSAGE))
     assert message["payload"]["message"] == {
         "id": str(MSG),
@@ -176,8 +190,10 @@ def test_absent_optionals_are_omitted_on_the_wire() -> None:
         "clientMsgId": "c-1",
         "body": "hello",
         "createdAt": "2024-05-01T12:30:15.250000Z",
+        "replyTo": None,
+        "editedAt": None,
+        "deletedAt": None,
     }
-    assert json.loads(p.encode(p.Pong()))["payload"] == {}
 
 
 def test_server_structs_tolerate_unknown_fields() -> None:
@@ -257,7 +273,7 @@ def test_message_type_helper() -> None:
 
 def test_client_and_server_type_sets() -> None:
     assert len(p.CLIENT_TYPES) == 21
-    assert len(p.SERVER_TYPES) == 23
+    assert len(p.SERVER_TYPES) == 26
     # These tags are used in both directions, with different payloads.
     assert p.CLIENT_TYPES & p.SERVER_TYPES == {"chat.read", "rtc.offer", "rtc.answer", "rtc.ice"}
 

@@ -46,17 +46,56 @@ import msgspec  # noqa: E402
 import msgspec.inspect  # noqa: E402
 
 from boltorezka import __version__, errors  # noqa: E402
-from boltorezka.api import bodies  # noqa: E402
+from boltorezka.accounts.service import (  # noqa: E402
+    AccountDeleted,
+    InvalidResetToken,
+    PasswordChanged,
+    PasswordResetIssued,
+    ResetTokenExpired,
+    ResetTokenUsed,
+    UserDeleted,
+    WrongPassword,
+)
+from boltorezka.admin.service import (  # noqa: E402
+    AuditPage,
+    DrainAccepted,
+    NodeList,
+    NodeNotFound,
+    OwnAccount,
+    RoomPage,
+    ServerRoleRequired,
+    SessionsRevoked,
+    UserPage,
+)
+from boltorezka.api import admin, bodies, moderation  # noqa: E402
+from boltorezka.api import auth as auth_api  # noqa: E402
+from boltorezka.api import users as users_api  # noqa: E402
+from boltorezka.api import webhooks as webhooks_api  # noqa: E402
 from boltorezka.api.messages import MAX_SEQ, SEARCH_QUERY_PATTERN  # noqa: E402
 from boltorezka.api.problems import PROBLEM_TYPE_PREFIX  # noqa: E402
-from boltorezka.auth.service import TokenPair  # noqa: E402
+from boltorezka.auth.service import AccountDisabled, TokenPair  # noqa: E402
 from boltorezka.errors import AppError  # noqa: E402
 from boltorezka.messages.service import ReadMarker  # noqa: E402
 from boltorezka.realtime.gateway import OriginRejected  # noqa: E402
 from boltorezka.realtime.handlers import TooManyConnections  # noqa: E402
-from boltorezka.rooms.service import RoomSummary, RoomView  # noqa: E402
+from boltorezka.rooms import moderation as mod  # noqa: E402
+from boltorezka.rooms.service import (  # noqa: E402
+    Banned,
+    Muted,
+    RoomSummary,
+    RoomView,
+    UserBanned,
+)
 from boltorezka.rtc.turn import TurnCredentials  # noqa: E402
+from boltorezka.store.moderation import Ban, Mute, Report  # noqa: E402
 from boltorezka.store.records import DeviceSession, Member, Message, Room, User  # noqa: E402
+from boltorezka.store.users import AdminUser  # noqa: E402
+from boltorezka.webhooks.service import (  # noqa: E402
+    CreatedWebhook,
+    TooManyWebhooks,
+    WebhookList,
+    WebhookNotFound,
+)
 from tools.schema_text import clean_descriptions  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -211,10 +250,18 @@ CURSOR = Query(
     "cursor", "An opaque `nextCursor` from the previous page; omit for the first.", _str_param(200)
 )
 NO_CONTENT = Reply(204, "Done; no body.")
+ADMIN_PAGE = (
+    Query("limit", "Page size.", _int_param(1, admin.PAGE_MAX, admin.PAGE_DEFAULT)),
+    CURSOR,
+)
 E = errors
 # Errors of a room the caller must at least see (private rooms they are not in are 404).
 ROOM_READ = (E.RoomNotFound, E.NotAMember)
 ROOM_ADMIN = (E.RoomNotFound, E.NotAMember, E.Forbidden, E.DirectRoomImmutable)
+# Moderating a room: its owner and admins, or a server moderator or admin (rooms/moderation.py).
+ROOM_MODERATE = (E.RoomNotFound, E.NotAMember, E.Forbidden)
+# Refused for want of the server role an operation needs (admin/service.py has the split).
+SERVER_ROLE = (ServerRoleRequired,)
 
 # What aiohttp's handshake accepts (checked against it by the fuzz tests): the tokens are
 # case-insensitive, Connection is a list that must hold `upgrade`, and versions 8 and 7
@@ -391,7 +438,7 @@ OPERATIONS: tuple[Op, ...] = (
         (Reply(200, "A new device session with its tokens.", TokenPair),),
         bearer=False,
         body=bodies.LoginBody,
-        errors=(E.RateLimited, E.InvalidCredentials),
+        errors=(E.RateLimited, E.InvalidCredentials, AccountDisabled),
     ),
     Op(
         "post",
@@ -409,7 +456,7 @@ OPERATIONS: tuple[Op, ...] = (
         ),
         bearer=False,
         body=bodies.RefreshBody,
-        errors=(E.InvalidRefreshToken, E.RefreshTokenReused),
+        errors=(E.InvalidRefreshToken, E.RefreshTokenReused, AccountDisabled),
         description=(
             "Presenting a refresh token that was already rotated revokes its device session "
             "(`refresh_token_reused`), except the token rotated last, presented again within "
@@ -443,6 +490,27 @@ OPERATIONS: tuple[Op, ...] = (
         errors=(E.SessionNotFound,),
         description="Idempotent: revoking an already revoked session answers 204 too.",
     ),
+    Op(
+        "post",
+        "/v1/auth/password-reset",
+        "resetPassword",
+        "Set a new password with a one-time reset token from an operator",
+        "auth",
+        (NO_CONTENT,),
+        bearer=False,
+        body=auth_api.PasswordResetBody,
+        errors=(
+            E.RateLimited,
+            InvalidResetToken,
+            ResetTokenExpired,
+            ResetTokenUsed,
+            AccountDisabled,
+        ),
+        description="The token comes from `POST /v1/admin/users/{userId}/password-reset` or "
+        "`boltorezka admin reset-password`. It works once, until it expires "
+        "(`BOLTOREZKA_PASSWORD_RESET_TTL_SECONDS`) or a newer one is issued; every device "
+        "session of the account is revoked. Sign in with the new password afterwards.",
+    ),
     # -- users -----------------------------------------------------------------------------
     Op(
         "get",
@@ -465,13 +533,61 @@ OPERATIONS: tuple[Op, ...] = (
         description="Absent fields are left as they are; `avatarUrl: null` clears the avatar.",
     ),
     Op(
+        "delete",
+        "/v1/me",
+        "deleteMe",
+        "Delete the caller's account (needs the password)",
+        "users",
+        (NO_CONTENT,),
+        body=users_api.DeleteAccountBody,
+        errors=(E.RateLimited, WrongPassword, E.OwnerMustTransfer, AccountDisabled),
+        description="Every device session is revoked and its sockets closed, every "
+        "membership ends and the profile is erased; the username is free again. Messages "
+        "stay, with their `senderId`; `GET /v1/users/{userId}` then answers `user_deleted`. "
+        "An owner of a room is refused (`owner_must_transfer`) until each room they own has "
+        "been transferred or deleted. Password checks are rate limited as logins are.",
+    ),
+    Op(
+        "post",
+        "/v1/me/password",
+        "changePassword",
+        "Change the caller's password; other devices are signed out",
+        "users",
+        (Reply(200, "Changed; how many other device sessions were revoked.", PasswordChanged),),
+        body=users_api.ChangePasswordBody,
+        errors=(E.RateLimited, WrongPassword, AccountDisabled),
+        description="Needs the current password (`wrong_password`, 403; rate limited as logins "
+        "are). Every other device session of the caller is revoked and its sockets closed; "
+        "the one making the request stays signed in.",
+    ),
+    Op(
         "get",
         "/v1/users/{userId}",
         "getUser",
         "Another user's public profile",
         "users",
         (Reply(200, "The user's profile.", User),),
+        errors=(E.UserNotFound, UserDeleted),
+        description="`user_deleted` (404): the account was deleted; its messages keep this "
+        "id as `senderId`, so show them as from a deleted user.",
+    ),
+    Op(
+        "get",
+        "/v1/users",
+        "findUserByUsername",
+        "Look a user up by exact username",
+        "users",
+        (Reply(200, "The user's profile.", User),),
         errors=(E.UserNotFound,),
+        query=(
+            Query(
+                "username",
+                "The username, compared case-insensitively; `404 user_not_found` when nobody "
+                "has it (or the account is disabled).",
+                _str_param(bodies.USERNAME_MAX, bodies.USERNAME_MIN, bodies.USERNAME_PATTERN),
+                required=True,
+            ),
+        ),
     ),
     # -- rooms -----------------------------------------------------------------------------
     Op(
@@ -572,7 +688,7 @@ OPERATIONS: tuple[Op, ...] = (
         "Join a public room",
         "rooms",
         (Reply(200, "The caller's membership (also when already a member).", Member),),
-        errors=(E.RoomNotFound, E.RoomArchived),
+        errors=(E.RoomNotFound, E.RoomArchived, Banned),
     ),
     Op(
         "post",
@@ -611,7 +727,7 @@ OPERATIONS: tuple[Op, ...] = (
         "rooms",
         (Reply(201, "The new membership.", Member),),
         body=bodies.AddMemberBody,
-        errors=(*ROOM_ADMIN, E.RoomArchived, E.UserNotFound, E.AlreadyMember),
+        errors=(*ROOM_ADMIN, E.RoomArchived, E.UserNotFound, E.AlreadyMember, UserBanned),
     ),
     Op(
         "patch",
@@ -644,7 +760,7 @@ OPERATIONS: tuple[Op, ...] = (
             Reply(201, "Stored (durable) with the room's next seq.", Message),
         ),
         body=bodies.PostMessageBody,
-        errors=(*ROOM_READ, E.RoomArchived, E.IdempotencyConflict),
+        errors=(*ROOM_READ, E.RoomArchived, E.IdempotencyConflict, Muted),
         state_checked=("replyTo",),  # not a message of this room
     ),
     Op(
@@ -677,7 +793,14 @@ OPERATIONS: tuple[Op, ...] = (
         "messages",
         (Reply(200, "The edited message.", Message),),
         body=bodies.EditMessageBody,
-        errors=(*ROOM_READ, E.RoomArchived, E.MessageNotFound, E.Forbidden, E.MessageDeleted),
+        errors=(
+            *ROOM_READ,
+            E.RoomArchived,
+            E.MessageNotFound,
+            E.Forbidden,
+            E.MessageDeleted,
+            Muted,
+        ),
     ),
     Op(
         "delete",
@@ -720,6 +843,303 @@ OPERATIONS: tuple[Op, ...] = (
         ),
         state_checked=("cursor",),
     ),
+    # -- moderation --------------------------------------------------------------------------
+    Op(
+        "get",
+        "/v1/rooms/{roomId}/bans",
+        "listBans",
+        "The bans in force in a room (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "The bans, newest first.", mod.BanList),),
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable),
+    ),
+    Op(
+        "put",
+        "/v1/rooms/{roomId}/bans/{userId}",
+        "banUser",
+        "Ban a user from a room, removing their membership (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "The ban in force (a ban again replaces reason and expiry).", Ban),),
+        body=moderation.BanBody,
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable, E.UserNotFound),
+        state_checked=("userId",),  # the caller's own id
+        description="A room admin bans plain members and users not in the room; the owner "
+        "and server moderators and admins ban admins as well. Nobody bans the owner. The "
+        "banned user's sockets receive `member.banned`, then `member.left`.",
+    ),
+    Op(
+        "delete",
+        "/v1/rooms/{roomId}/bans/{userId}",
+        "unbanUser",
+        "Lift a ban (room admin, server moderator)",
+        "moderation",
+        (NO_CONTENT,),
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable, mod.NotBanned),
+    ),
+    Op(
+        "get",
+        "/v1/rooms/{roomId}/mutes",
+        "listMutes",
+        "The mutes in force in a room (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "The mutes, newest first.", mod.MuteList),),
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable),
+    ),
+    Op(
+        "put",
+        "/v1/rooms/{roomId}/mutes/{userId}",
+        "muteMember",
+        "Mute a member: they read, but cannot post or start calls (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "The mute in force (a mute again replaces reason and expiry).", Mute),),
+        body=moderation.MuteBody,
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable, E.UserNotFound),
+        state_checked=("userId",),  # the caller's own id
+    ),
+    Op(
+        "delete",
+        "/v1/rooms/{roomId}/mutes/{userId}",
+        "unmuteMember",
+        "Lift a mute (room admin, server moderator)",
+        "moderation",
+        (NO_CONTENT,),
+        errors=(*ROOM_MODERATE, E.DirectRoomImmutable, mod.NotMuted),
+    ),
+    Op(
+        "post",
+        "/v1/rooms/{roomId}/reports",
+        "reportMessage",
+        "Report someone else's message to the room's moderators (member)",
+        "moderation",
+        (Reply(201, "The open report, with a copy of the message.", Report),),
+        body=moderation.ReportBody,
+        errors=(*ROOM_READ, E.MessageNotFound, E.MessageDeleted, mod.AlreadyReported),
+        state_checked=("messageId",),  # one of the caller's own messages
+    ),
+    Op(
+        "get",
+        "/v1/rooms/{roomId}/reports",
+        "listReports",
+        "A room's message reports, newest first (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "One page of reports.", mod.ReportPage),),
+        errors=ROOM_MODERATE,
+        query=(
+            Query(
+                "status",
+                "`open` (the default), `resolved` or `all`.",
+                {"type": "string", "enum": list(moderation.REPORT_STATUSES)},
+            ),
+            Query(
+                "limit",
+                "Page size.",
+                _int_param(1, moderation.PAGE_MAX, moderation.PAGE_DEFAULT),
+            ),
+            CURSOR,
+        ),
+        state_checked=("cursor",),
+    ),
+    Op(
+        "post",
+        "/v1/rooms/{roomId}/reports/{reportId}/resolve",
+        "resolveReport",
+        "Resolve an open report (room admin, server moderator)",
+        "moderation",
+        (Reply(200, "The report, resolved by the caller.", Report),),
+        body=moderation.ResolveBody,
+        errors=(*ROOM_MODERATE, mod.ReportNotFound, mod.ReportResolved),
+    ),
+    # -- admin -----------------------------------------------------------------------------
+    Op(
+        "get",
+        "/v1/admin/users",
+        "adminListUsers",
+        "List or search users (moderator)",
+        "admin",
+        (Reply(200, "One page of users, newest first.", UserPage),),
+        errors=SERVER_ROLE,
+        query=(
+            Query(
+                "prefix",
+                "Only users whose username starts with this (any case).",
+                _str_param(admin.PREFIX_MAX),
+            ),
+            *ADMIN_PAGE,
+        ),
+        state_checked=("cursor",),
+    ),
+    Op(
+        "post",
+        "/v1/admin/users",
+        "adminCreateUser",
+        "Create an account, with a server role if given (admin)",
+        "admin",
+        (Reply(201, "The new account.", AdminUser),),
+        body=admin.CreateUserBody,
+        errors=(*SERVER_ROLE, E.UsernameTaken),
+    ),
+    Op(
+        "get",
+        "/v1/admin/users/{userId}",
+        "adminGetUser",
+        "One user, with server role and disabled state (moderator)",
+        "admin",
+        (Reply(200, "The user.", AdminUser),),
+        errors=(*SERVER_ROLE, E.UserNotFound),
+    ),
+    Op(
+        "put",
+        "/v1/admin/users/{userId}/role",
+        "adminSetRole",
+        "Give a user a server role, or take it away with null (admin)",
+        "admin",
+        (Reply(200, "The user with the new role.", AdminUser),),
+        body=admin.SetRoleBody,
+        errors=(*SERVER_ROLE, E.UserNotFound, OwnAccount),
+    ),
+    Op(
+        "post",
+        "/v1/admin/users/{userId}/disable",
+        "adminDisableUser",
+        "Disable an account: every device session revoked, its sockets closed (admin)",
+        "admin",
+        (Reply(200, "The disabled user.", AdminUser),),
+        errors=(*SERVER_ROLE, E.UserNotFound, OwnAccount),
+        description="A disabled account cannot sign in or refresh (`account_disabled`, "
+        "403). Idempotent.",
+    ),
+    Op(
+        "post",
+        "/v1/admin/users/{userId}/enable",
+        "adminEnableUser",
+        "Enable a disabled account again (admin)",
+        "admin",
+        (Reply(200, "The enabled user; it signs in afresh.", AdminUser),),
+        errors=(*SERVER_ROLE, E.UserNotFound, OwnAccount, AccountDeleted),
+        description="A deleted account stays as it is (`account_deleted`, 409).",
+    ),
+    Op(
+        "delete",
+        "/v1/admin/users/{userId}/sessions",
+        "adminRevokeSessions",
+        "Revoke every device session of a user, closing their sockets (admin)",
+        "admin",
+        (Reply(200, "How many sessions were revoked.", SessionsRevoked),),
+        errors=(*SERVER_ROLE, E.UserNotFound),
+    ),
+    Op(
+        "post",
+        "/v1/admin/users/{userId}/password-reset",
+        "adminIssuePasswordReset",
+        "Issue a one-time password reset token for a user (admin)",
+        "admin",
+        (Reply(201, "The token, shown this once: only its hash is kept.", PasswordResetIssued),),
+        errors=(*SERVER_ROLE, E.UserNotFound, AccountDeleted),
+        description="Pass the token to the user by a channel you trust; they set a new "
+        "password with `POST /v1/auth/password-reset`. It expires after "
+        "`BOLTOREZKA_PASSWORD_RESET_TTL_SECONDS` (default 3600), and issuing another makes "
+        "this one worthless. Audited as `admin.user.password_reset`.",
+    ),
+    Op(
+        "get",
+        "/v1/admin/rooms",
+        "adminListRooms",
+        "List or search rooms of every kind (moderator)",
+        "admin",
+        (Reply(200, "One page of rooms, newest first.", RoomPage),),
+        errors=SERVER_ROLE,
+        query=(
+            Query(
+                "prefix",
+                "Only rooms whose name starts with this (any case).",
+                _str_param(admin.PREFIX_MAX),
+            ),
+            *ADMIN_PAGE,
+        ),
+        state_checked=("cursor",),
+    ),
+    Op(
+        "delete",
+        "/v1/admin/rooms/{roomId}",
+        "adminDeleteRoom",
+        "Delete any room but a direct one (admin)",
+        "admin",
+        (NO_CONTENT,),
+        errors=(*SERVER_ROLE, E.RoomNotFound, E.DirectRoomImmutable),
+    ),
+    Op(
+        "get",
+        "/v1/admin/audit",
+        "adminAuditLog",
+        "Read the audit log, newest first, with filters (moderator)",
+        "admin",
+        (Reply(200, "One page of audit entries.", AuditPage),),
+        errors=SERVER_ROLE,
+        query=(
+            Query("actorId", "Only actions by this user.", {"type": "string", "format": "uuid"}),
+            Query("action", "Only this action, e.g. `admin.user.disable`.", _str_param(64)),
+            Query("roomId", "Only entries about this room.", {"type": "string", "format": "uuid"}),
+            Query(
+                "since", "From this Unix time (seconds), inclusive.", _int_param(0, admin.TIME_MAX)
+            ),
+            Query("until", "Before this Unix time (seconds).", _int_param(0, admin.TIME_MAX)),
+            *ADMIN_PAGE,
+        ),
+        state_checked=("cursor", "since"),  # since must be before until
+    ),
+    Op(
+        "get",
+        "/v1/admin/nodes",
+        "adminListNodes",
+        "The live nodes, from the presence directory (admin)",
+        "admin",
+        (Reply(200, "Every node heard from lately.", NodeList),),
+        errors=SERVER_ROLE,
+    ),
+    Op(
+        "post",
+        "/v1/admin/nodes/{nodeId}/drain",
+        "adminDrainNode",
+        "Drain one node, as SIGTERM would, and let it exit (admin)",
+        "admin",
+        (Reply(202, "The drain was sent to the node.", DrainAccepted),),
+        errors=(*SERVER_ROLE, NodeNotFound),
+        description="Any node takes the request and passes it on over the bus: the named "
+        "node turns `/readyz` 503, waits `BOLTOREZKA_DRAIN_PRESTOP_SECONDS`, sends "
+        "`server.draining`, closes its sockets with 1012 and exits 0.",
+    ),
+    Op(
+        "get",
+        "/v1/admin/webhooks",
+        "adminListWebhooks",
+        "The webhook endpoints, without their secrets (admin)",
+        "admin",
+        (Reply(200, "Every endpoint, oldest first, with its undelivered count.", WebhookList),),
+        errors=SERVER_ROLE,
+    ),
+    Op(
+        "post",
+        "/v1/admin/webhooks",
+        "adminCreateWebhook",
+        "Register a webhook endpoint for some event types (admin)",
+        "admin",
+        (Reply(201, "The endpoint, and its signing secret: shown this once.", CreatedWebhook),),
+        body=webhooks_api.CreateWebhookBody,
+        errors=(*SERVER_ROLE, TooManyWebhooks),
+        description="Each event is POSTed as JSON `{id, type, createdAt, data}` with "
+        '`Boltorezka-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">` keyed '
+        "with the secret, and `Boltorezka-Event-Id` (the same on every retry). A 2xx "
+        "answer is a delivery; anything else is retried with backoff.",
+    ),
+    Op(
+        "delete",
+        "/v1/admin/webhooks/{webhookId}",
+        "adminDeleteWebhook",
+        "Delete a webhook endpoint; what it was not yet sent is dropped (admin)",
+        "admin",
+        (NO_CONTENT,),
+        errors=(*SERVER_ROLE, WebhookNotFound),
+    ),
 )
 
 TAGS = {
@@ -730,13 +1150,20 @@ TAGS = {
     "users": "Profiles.",
     "rooms": "Rooms, membership and roles.",
     "messages": "Message history, posting, edits, read markers and search.",
+    "moderation": "Room bans, mutes and message reports.",
+    "admin": "Operators: server roles, accounts, rooms, the audit log, nodes and webhooks.",
 }
 PATH_PARAMS = {
     "roomId": "The room's id.",
     "userId": "The user's id.",
     "sessionId": "The device session's id.",
     "messageId": "The message's id.",
+    "reportId": "The report's id.",
+    "nodeId": "The node's id (`BOLTOREZKA_NODE_ID`, as `GET /v1/admin/nodes` lists it).",
+    "webhookId": "The webhook endpoint's id.",
 }
+# Path parameters that are not UUIDs.
+PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {"nodeId": _str_param(admin.NODE_ID_MAX, 1)}
 
 # Errors that come from the plumbing rather than from an operation's own logic.
 GLOBAL_ERRORS: tuple[type[AppError], ...] = (  # any path, so on no operation
@@ -955,7 +1382,7 @@ def _parameters(op: Op) -> list[dict[str, Any]]:
                 "in": "path",
                 "required": True,
                 "description": PATH_PARAMS[name],
-                "schema": {"type": "string", "format": "uuid"},
+                "schema": PATH_PARAM_SCHEMAS.get(name, {"type": "string", "format": "uuid"}),
             }
         )
     for query in op.query:

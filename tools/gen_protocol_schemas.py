@@ -60,8 +60,16 @@ def _as_strict_as_the_server(node: Any, *, in_properties: bool = False) -> None:
         _as_strict_as_the_server(value, in_properties=key == "properties")
 
 
-def _document(union: Any, title: str, description: str) -> dict[str, Any]:
-    (root,), components = msgspec.json.schema_components([union], ref_template="#/$defs/{name}")
+def _document(
+    union: Any, title: str, description: str, *, ack_results: bool = False
+) -> dict[str, Any]:
+    results = sorted(
+        {r for r in protocol.ACK_RESULTS.values() if r is not None} if ack_results else set(),
+        key=lambda struct: struct.__name__,
+    )
+    (root, *_), components = msgspec.json.schema_components(
+        [union, *results], ref_template="#/$defs/{name}"
+    )
     _as_strict_as_the_server(components)
     document = {
         "$schema": JSON_SCHEMA_DIALECT,
@@ -70,6 +78,13 @@ def _document(union: Any, title: str, description: str) -> dict[str, Any]:
         **root,
         "$defs": components,
     }
+    if ack_results:
+        # An ack does not say which request it answers (the client knows, by requestId),
+        # so a schema cannot pick the result's shape: this map does, per request type.
+        document["x-ackResults"] = {
+            request: {"type": "null"} if result is None else {"$ref": f"#/$defs/{result.__name__}"}
+            for request, result in sorted(protocol.ACK_RESULTS.items())
+        }
     cleaned: dict[str, Any] = clean_descriptions(document)
     return cleaned
 
@@ -89,8 +104,10 @@ def render() -> dict[str, str]:
             protocol.ServerMessage,
             f"Boltorezka realtime server-to-client message (protocol v{version})",
             "One JSON text frame sent by the server. Clients must ignore unknown fields and "
-            "unknown message types. Generated from boltorezka/realtime/protocol.py by "
-            "tools/gen_protocol_schemas.py; do not edit.",
+            "unknown message types. `x-ackResults` names the shape of `payload.result` in "
+            "the ack of each request type. Generated from boltorezka/realtime/protocol.py "
+            "by tools/gen_protocol_schemas.py; do not edit.",
+            ack_results=True,
         ),
     }
     return {

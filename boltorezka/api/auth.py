@@ -1,11 +1,20 @@
-"""/v1/auth: register, login, refresh, logout, device sessions."""
+"""/v1/auth: register, login, refresh, logout, device sessions, password resets."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
-from boltorezka.api.bodies import LoginBody, RefreshBody, RegisterBody
+from boltorezka.api.bodies import (
+    NO_NUL,
+    LoginBody,
+    Password,
+    RefreshBody,
+    RegisterBody,
+    _Body,
+)
 from boltorezka.api.http import (
     actor,
     decode_body,
@@ -17,6 +26,11 @@ from boltorezka.api.http import (
 from boltorezka.api.keys import SERVICES
 
 routes = web.RouteTableDef()
+
+
+class PasswordResetBody(_Body):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=NO_NUL)]
+    new_password: Password
 
 
 @routes.post("/v1/auth/register")
@@ -63,5 +77,14 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     await request.app[SERVICES].auth.revoke_session(
         actor(request), path_uuid(request, "sessionId"), request_info(request)
+    )
+    return no_content()
+
+
+@routes.post("/v1/auth/password-reset")
+async def reset_password(request: web.Request) -> web.Response:
+    body = await decode_body(request, PasswordResetBody)
+    await request.app[SERVICES].accounts.reset_password(
+        body.token, body.new_password, request_info(request)
     )
     return no_content()

@@ -10,11 +10,14 @@ newline.
 
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+
+from boltorezka.errors import InvalidInput
 
 # Text columns cannot hold U+0000, so decode_body refuses it in every string of a body; the
 # schema says so too, or a schema-valid body could still be answered 422.
@@ -42,8 +45,10 @@ URL_PATTERN = (
 )
 URL_MAX_LENGTH = 2048
 
+USERNAME_PATTERN = rf"^[A-Za-z0-9_.-]+{_END}"
+USERNAME_MIN, USERNAME_MAX = 3, 32
 Username = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=32, pattern=rf"^[A-Za-z0-9_.-]+{_END}")
+    str, msgspec.Meta(min_length=USERNAME_MIN, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN)
 ]
 Password = Annotated[str, _text(8, max_length=256)]
 DisplayName = Annotated[str, _text(1, max_length=64)]
@@ -68,6 +73,17 @@ RefreshToken = Annotated[str, _text(1, max_length=512)]
 Seq = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0, multiple_of=1)]
 
 
+class FieldInvalid(ValueError):
+    """A ``__post_init__`` check that failed on one field, named as it is on the wire.
+
+    msgspec turns any ValueError into a ValidationError whose path stops at the struct, so
+    the field rides on the exception itself (msgspec keeps it as ``__cause__``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def check_url(value: str) -> None:
     """Refuse a URL that urllib cannot take apart (ValueError, which msgspec reports as 422).
 
@@ -77,8 +93,62 @@ def check_url(value: str) -> None:
     """
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("avatarUrl must be an absolute http or https URL")
-    _ = parts.port  # raises ValueError when the port is out of range
+        raise FieldInvalid("avatarUrl", "avatarUrl must be an absolute http or https URL")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise FieldInvalid("avatarUrl", "avatarUrl has a port out of range") from None
+
+
+# msgspec ends a message with the JSON path of the value at fault (absent at the top level);
+# the missing or unknown key of an object is named in the message itself.
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_KEY_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `(?P<key>.*)`$")
+# The field name can come from the client (an unknown key): keep the problem small.
+_MAX_FIELD = 200
+
+
+def body_field(error: msgspec.ValidationError) -> str | None:
+    """The offending field of a body msgspec refused, as the WebSocket nacks name one:
+    the wire (camelCase) name, ``outer.inner`` and ``list[0]`` below the top level; None
+    when the body as a whole is wrong (not an object, say)."""
+    message = str(error)
+    found = _AT_PATH.search(message)
+    path = found["path"] if found else ""
+    head = message[: found.start()] if found else message
+    cause = error.__cause__
+    if isinstance(cause, FieldInvalid):
+        key: str | None = cause.field
+    else:
+        named = _KEY_IN_MESSAGE.match(head)
+        key = named["key"] if named else None
+    if key is not None:
+        path = f"{path}.{key}"
+    field = path.removeprefix(".")
+    return field[:_MAX_FIELD] or None
+
+
+def invalid_body(error: msgspec.ValidationError) -> InvalidInput:
+    """The 422 for a body msgspec refused, naming the field when there is one."""
+    field = body_field(error)
+    return InvalidInput(str(error)) if field is None else InvalidInput(str(error), field=field)
+
+
+def nul_field(value: Any, path: str = "") -> str | None:
+    """Where in a decoded body (``msgspec.to_builtins``, so wire names) a string holds
+    U+0000, named as :func:`body_field` names fields; None when nowhere."""
+    if isinstance(value, str):
+        return (path.removeprefix(".") or None) if "\x00" in value else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = [(f"{path}.{key}", item) for key, item in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    for inner, item in items:
+        found = nul_field(item, inner)
+        if found is not None:
+            return found
+    return None
 
 
 class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):

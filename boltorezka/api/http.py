@@ -10,6 +10,7 @@ from typing import Any, TypeAlias, TypeVar
 import msgspec
 from aiohttp import web
 
+from boltorezka.api.bodies import invalid_body, nul_field
 from boltorezka.api.keys import SERVICES
 from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
@@ -20,7 +21,7 @@ from boltorezka.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from boltorezka.text import NUL_ESCAPE, has_nul
+from boltorezka.text import NUL_ESCAPE
 
 T = TypeVar("T")
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,12 +62,12 @@ async def decode_body(request: web.Request, model: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from None
+        raise invalid_body(exc) from None
     except msgspec.DecodeError as exc:
         raise MalformedJson(str(exc)) from None
     # JSON can carry U+0000 only as an escape, so the scan runs only when one is present.
-    if NUL_ESCAPE in raw and has_nul(msgspec.to_builtins(decoded)):
-        raise InvalidInput("text must not contain the NUL character (U+0000)")
+    if NUL_ESCAPE in raw and (where := nul_field(msgspec.to_builtins(decoded))) is not None:
+        raise InvalidInput("text must not contain the NUL character (U+0000)", field=where)
     return decoded
 
 

@@ -23,11 +23,13 @@ from boltorezka.errors import (
     Unauthenticated,
     Unavailable,
 )
+from boltorezka.observability import tracing
 from boltorezka.store.outage import OUTAGE_ERRORS, RETRY_AFTER_MS
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _log = structlog.get_logger("boltorezka.http")
 _UNMATCHED = "unmatched"
+_WEBSOCKET_ROUTE = "/v1/ws"
 
 
 def _route_label(request: web.Request) -> str:
@@ -77,6 +79,27 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             route=route,
             status=response.status,
             duration_ms=round(elapsed * 1000, 2),
+        )
+    return response
+
+
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A span per REST request, around :func:`request_middleware`; installed only while
+    tracing is on (observability/tracing.py)."""
+    route = _route_label(request)
+    if route == _WEBSOCKET_ROUTE:
+        # The upgrade lasts as long as the socket: each envelope has a span of its own.
+        return await handler(request)
+    with tracing.http_span(request.method, route, request.path) as span:
+        response = await handler(request)
+        actor = request.get(ACTOR_KEY)
+        tracing.http_done(
+            span,
+            response.status,
+            request.get(REQUEST_ID_KEY, ""),
+            actor.user_id if actor is not None else None,
+            actor.session_id if actor is not None else None,
         )
     return response
 

@@ -23,6 +23,7 @@ from boltorezka.auth import passwords
 from boltorezka.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_token
 from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
+    Forbidden,
     InvalidCredentials,
     InvalidRefreshToken,
     RateLimited,
@@ -42,6 +43,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def _seconds(moment: datetime) -> int:
     """Whole Unix seconds, by integer arithmetic so a stored time floors the same anywhere."""
     return (moment - _EPOCH) // timedelta(seconds=1)
+
+
+class AccountDisabled(Forbidden):
+    code = "account_disabled"
+    title = "This account is disabled; ask the server's operators"
 
 
 class TokenPair(msgspec.Struct, rename="camel", kw_only=True):
@@ -123,7 +129,20 @@ class AuthService:
             )
             self._metrics.auth_events.labels("login", "failed").inc()
             raise InvalidCredentials()
-        user_id, stored_hash = found
+        user_id, stored_hash, disabled = found
+        if disabled:
+            # Said only to whoever knows the password, so it reveals nothing to a guesser.
+            await audit.record(
+                self._pool,
+                "auth.login",
+                info,
+                actor_id=user_id,
+                target_type="user",
+                target_id=user_id,
+                outcome="disabled",
+            )
+            self._metrics.auth_events.labels("login", "disabled").inc()
+            raise AccountDisabled()
         if passwords.needs_rehash(stored_hash):
             await users.set_password_hash(
                 self._pool, user_id, await passwords.hash_password(password)
@@ -156,6 +175,12 @@ class AuthService:
                 use = await sessions.consume_refresh_token(
                     conn, token_hash, hash_refresh_token(successor.refresh_token), rotated_at
                 )
+                if use.session_id is not None and await users.session_owner_disabled(
+                    conn, use.session_id
+                ):
+                    # Rolls the consumption back: the token is as it was if re-enabled.
+                    self._metrics.auth_events.labels("refresh", "disabled").inc()
+                    raise AccountDisabled()
                 if use.outcome == "ok" and use.session_id is not None:
                     session = await sessions.lock_live(conn, use.session_id)
                     if session is not None:
@@ -269,6 +294,22 @@ class AuthService:
                 details={"reason": reason},
             )
         await self._session_ended(session_id)
+
+    async def end_user_sessions(
+        self, conn: Conn, user_id: uuid.UUID, reason: str
+    ) -> list[uuid.UUID]:
+        """Revoke every live device session of the user, inside the caller's transaction;
+        pass what it returns to :meth:`sessions_ended` once that commits."""
+        ended = []
+        for session in await sessions.list_for_user(conn, user_id):
+            if await sessions.revoke(conn, session.id, reason) is not None:
+                ended.append(session.id)
+        return ended
+
+    async def sessions_ended(self, session_ids: list[uuid.UUID]) -> None:
+        """Close the live sockets of sessions revoked by :meth:`end_user_sessions`."""
+        for session_id in session_ids:
+            await self._session_ended(session_id)
 
     async def _session_ended(self, session_id: uuid.UUID) -> None:
         if self._session_listener is not None:

@@ -38,6 +38,7 @@ from redis.exceptions import AskError, RedisError
 
 from boltorezka.bus.base import FamilyHandler, Handler, RecoveryHook, raise_if_cancelling
 from boltorezka.bus.memory import deliver
+from boltorezka.observability import tracing
 
 _log = structlog.get_logger("boltorezka.bus.redis")
 
@@ -146,8 +147,9 @@ class BrokerBus(ABC):
         await self._close_connections()
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await deliver(self._handlers, self._families, channel, data)
-        await self._send(self.prefix + channel, self._origin + data)
+        with tracing.publish_span(channel, len(data), "redis"):
+            await deliver(self._handlers, self._families, channel, data)
+            await self._send(self.prefix + channel, self._origin + data)
 
     # --- what subclasses provide --------------------------------------------------------
 

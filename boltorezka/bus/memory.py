@@ -7,6 +7,7 @@ from collections import defaultdict
 import structlog
 
 from boltorezka.bus.base import FamilyHandler, Handler, RecoveryHook, raise_if_cancelling
+from boltorezka.observability import tracing
 
 _log = structlog.get_logger("boltorezka.bus")
 
@@ -44,7 +45,8 @@ class MemoryBus:
         return None
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await deliver(self._handlers, self._families, channel, data)
+        with tracing.publish_span(channel, len(data), "memory"):
+            await deliver(self._handlers, self._families, channel, data)
 
 
 async def deliver(

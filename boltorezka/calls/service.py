@@ -37,7 +37,7 @@ from boltorezka.calls.state import (
 from boltorezka.context import Actor
 from boltorezka.errors import AppError, Conflict, NotFound
 from boltorezka.observability.metrics import Metrics
-from boltorezka.rooms.service import ROLE_RANK, require_member, resolve_access
+from boltorezka.rooms.service import ROLE_RANK, require_member, require_not_muted, resolve_access
 from boltorezka.store import calls as store
 from boltorezka.store import rooms as room_store
 
@@ -185,8 +185,13 @@ class CallService:
         if not self.calls:
             return
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                released = await store.release_hosted(conn, self.node_id)
+            async with contextlib.AsyncExitStack() as held:
+                # A change in progress (a forwarded join, say) stores its update before the
+                # call is given up, or the node taking over would read the call without it.
+                for call_id in list(self.calls):
+                    await held.enter_async_context(self._lock_of(call_id))
+                async with self._pool.acquire() as conn, conn.transaction():
+                    released = await store.release_hosted(conn, self.node_id)
         except Exception:
             # Another node takes the calls over anyway once this one stops answering.
             _log.exception("could not hand calls over on close")
@@ -203,6 +208,7 @@ class CallService:
     ) -> dict[str, Any]:
         access = await resolve_access(self._pool, actor, room_id)
         require_member(access)
+        await require_not_muted(self._pool, room_id, actor.user_id)
         chosen = CallMode.SFU if mode == "sfu" else CallMode.P2P
         # The call is invisible to others until it is stored and registered, so no lock.
         call, participant = Call.start(
@@ -618,6 +624,10 @@ class CallService:
             return None
         connection_id = str(args["connectionId"])
         call_id = uuid.UUID(str(args["callId"]))
+        if call_id not in self.calls:
+            # Given up (this node is stopping) after the sender read this node as the host:
+            # a retry reads the host again and reaches the node that took the call over.
+            raise CallHostUnavailable("this node no longer holds the call; retry")
         actor = (
             Actor(user_id=uuid.UUID(args["userId"]), session_id=uuid.UUID(args["sessionId"]))
             if "userId" in args

@@ -33,7 +33,9 @@ from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
 from boltorezka.ratelimit import Limiter
 from boltorezka.rooms.service import (
     ROLE_RANK,
+    Muted,
     require_member,
+    require_not_muted,
     require_writable,
     resolve_access,
 )
@@ -58,8 +60,9 @@ class ReadMarker(msgspec.Struct, rename="camel", kw_only=True):
     unread_count: int
 
 
-# The writer authorizes each send in SQL with the rules of resolve_access, require_member
-# and require_writable (rooms/service.py); each refusal answers with the same error.
+# The writer authorizes each send in SQL with the rules of resolve_access, require_member,
+# require_not_muted and require_writable (rooms/service.py); each refusal answers with the
+# same error.
 _REFUSALS: dict[str, Callable[[], AppError]] = {
     "room_not_found": RoomNotFound,
     "not_a_member": NotAMember,
@@ -68,6 +71,7 @@ _REFUSALS: dict[str, Callable[[], AppError]] = {
         "replyTo must be a message in this room", field="replyTo"
     ),
     "idempotency_conflict": IdempotencyConflict,
+    "muted": Muted,
 }
 
 
@@ -151,6 +155,7 @@ class MessageService:
             access = await resolve_access(conn, actor, room_id)
             require_member(access)
             require_writable(access)
+            await require_not_muted(conn, room_id, actor.user_id)
             current = await store.get(conn, room_id, message_id)
             if current is None:
                 raise MessageNotFound()

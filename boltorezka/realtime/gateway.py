@@ -28,6 +28,7 @@ from boltorezka.errors import (
     Unavailable,
     UpgradeRequired,
 )
+from boltorezka.observability import tracing
 from boltorezka.realtime import protocol
 from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.connection import Connection
@@ -221,10 +222,19 @@ class Gateway:
             return
         tokens = _bind_envelope(envelope_id, message.request_id)
         try:
-            await self._on_request(conn, message)
+            if tracing.enabled():
+                await self._on_request_traced(conn, message)
+            else:
+                await self._on_request(conn, message)
         finally:
             # Back to the socket's own ids (the upgrade request's) between envelopes.
             structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _on_request_traced(self, conn: Connection, message: protocol.ClientMessage) -> None:
+        msg_type = protocol.message_type(message)
+        with tracing.envelope_span(msg_type, conn.user_id, conn.session_id) as span:
+            await self._on_request(conn, message)
+            tracing.envelope_done(span, conn.user_id, conn.session_id)
 
     async def _on_request(self, conn: Connection, message: protocol.ClientMessage) -> None:
         msg_type = protocol.message_type(message)
@@ -272,11 +282,10 @@ class Gateway:
             return
         finally:
             self._end()
+            elapsed = time.perf_counter() - started
+            self.services.metrics.ws_request_latency.labels(msg_type).observe(elapsed)
             _log.debug(
-                "ws request",
-                type=msg_type,
-                outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                "ws request", type=msg_type, outcome=outcome, duration_ms=round(elapsed * 1000, 2)
             )
         if result is not ALREADY_ACKED:
             conn.send(protocol.ack(message.request_id, result))
@@ -323,6 +332,7 @@ class Gateway:
         details: dict[str, Any] | None = None,
     ) -> None:
         self.services.metrics.ws_nacks.labels(code).inc()
+        tracing.nack(code)
         conn.send(
             protocol.nack(
                 request_id,

@@ -48,9 +48,8 @@ class TooManyConnections(AppError):
     title = "Too many open WebSocket connections"
 
 
-def _message_dict(message: Message) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(message)
-    return data
+def _message_data(message: Message) -> protocol.MessageData:
+    return msgspec.convert(message, protocol.MessageData, from_attributes=True)
 
 
 class RequestHandlers:
@@ -94,7 +93,7 @@ class RequestHandlers:
 
     # --- session --------------------------------------------------------------------------
 
-    async def auth(self, conn: Connection, msg: protocol.Auth) -> Any:
+    async def auth(self, conn: Connection, msg: protocol.Auth) -> protocol.AuthResult:
         if conn.authenticated:
             raise InvalidInput("this connection is already authenticated; use auth.refresh")
         actor, expires_at = await self.services.auth.authenticate_until(msg.payload.token)
@@ -114,26 +113,37 @@ class RequestHandlers:
         conn.token_expires_at = expires_at
         conn.session_changed.set()
         self.hub.authenticated(conn, rooms)
-        return {
-            "userId": str(actor.user_id),
-            "sessionId": str(actor.session_id),
-            "expiresAt": expires_at,
+        return protocol.AuthResult(
+            user_id=actor.user_id,
+            session_id=actor.session_id,
+            expires_at=expires_at,
             # TURN credentials are per user, so they come with auth, not with capabilities.
-            "iceServers": self.services.calls.ice_servers_for(actor.user_id),
-        }
+            ice_servers=self._ice_servers(actor.user_id),
+        )
 
-    async def auth_refresh(self, conn: Connection, msg: protocol.AuthRefresh) -> Any:
+    def _ice_servers(self, user_id: uuid.UUID) -> list[protocol.IceServerInfo]:
+        return msgspec.convert(
+            self.services.calls.ice_servers_for(user_id), list[protocol.IceServerInfo]
+        )
+
+    async def auth_refresh(
+        self, conn: Connection, msg: protocol.AuthRefresh
+    ) -> protocol.AuthRefreshResult:
         current = self.actor(conn)
         actor, expires_at = await self.services.auth.authenticate_until(msg.payload.token)
         if actor != current:
             raise TokenMismatch()
         conn.token_expires_at = expires_at
         conn.session_changed.set()
-        return {"expiresAt": expires_at}
+        # Fresh TURN credentials with every refresh: a socket open for longer than their
+        # lifetime keeps working ones without another request.
+        return protocol.AuthRefreshResult(
+            expires_at=expires_at, ice_servers=self._ice_servers(actor.user_id)
+        )
 
-    async def ping(self, conn: Connection, msg: protocol.Ping) -> Any:
+    async def ping(self, conn: Connection, msg: protocol.Ping) -> protocol.PingResult:
         # The ack is the pong: every request gets exactly one answer.
-        return {"ts": msg.payload.ts, "serverTime": int(time.time() * 1000)}
+        return protocol.PingResult(ts=msg.payload.ts, server_time=int(time.time() * 1000))
 
     # --- rooms ----------------------------------------------------------------------------
 
@@ -169,11 +179,7 @@ class RequestHandlers:
         conn.send(
             protocol.ack(
                 msg.request_id,
-                {
-                    "roomId": str(room_id),
-                    "lastSeq": cursor,
-                    "replayed": replayed,
-                },
+                protocol.RoomJoinResult(room_id=room_id, last_seq=cursor, replayed=replayed),
             )
         )
         conn.send_raw(event_frame("room.presence", {"roomId": str(room_id), "members": members}))
@@ -196,8 +202,12 @@ class RequestHandlers:
                 pool, room_id, before=None, after=cursor, limit=HISTORY_BATCH
             )
             for message in batch:
-                frame = event_frame(
-                    "chat.message", {"roomId": str(room_id), "message": _message_dict(message)}
+                frame = protocol.encode(
+                    protocol.ChatMessage(
+                        payload=protocol.ChatMessagePayload(
+                            room_id=room_id, message=_message_data(message)
+                        )
+                    )
                 )
                 if not await conn.send_paced(frame):
                     return None, replayed
@@ -206,15 +216,19 @@ class RequestHandlers:
             if len(batch) < HISTORY_BATCH:
                 return cursor, replayed
 
-    async def room_leave(self, conn: Connection, msg: protocol.RoomLeave) -> Any:
+    async def room_leave(
+        self, conn: Connection, msg: protocol.RoomLeave
+    ) -> protocol.RoomLeaveResult:
         self.actor(conn)
         left = self.hub.unsubscribe(conn, msg.payload.room_id)
-        return {"roomId": str(msg.payload.room_id), "left": left}
+        return protocol.RoomLeaveResult(room_id=msg.payload.room_id, left=left)
 
-    async def presence_set(self, conn: Connection, msg: protocol.PresenceSet) -> Any:
+    async def presence_set(
+        self, conn: Connection, msg: protocol.PresenceSet
+    ) -> protocol.PresenceSetResult:
         self.actor(conn)
         self.hub.set_status(conn, msg.payload.status)
-        return {"status": msg.payload.status}
+        return protocol.PresenceSetResult(status=msg.payload.status)
 
     async def typing_start(self, conn: Connection, msg: protocol.TypingStart) -> Any:
         actor = self.actor(conn)
@@ -231,66 +245,82 @@ class RequestHandlers:
 
     # --- chat -----------------------------------------------------------------------------
 
-    async def chat_send(self, conn: Connection, msg: protocol.ChatSend) -> Any:
+    async def chat_send(self, conn: Connection, msg: protocol.ChatSend) -> protocol.ChatSendResult:
         actor = self.actor(conn)
         p = msg.payload
         result = await self.services.messages.post(
             actor, p.room_id, p.client_msg_id, p.body, p.reply_to
         )
         message = result.message
-        return {
-            "messageId": str(message.id),
-            "seq": message.seq,
-            "createdAt": message.created_at,  # encoded like every other timestamp (RFC 3339, Z)
-            "duplicate": not result.created,
-        }
+        return protocol.ChatSendResult(
+            message_id=message.id,
+            seq=message.seq,
+            created_at=message.created_at,
+            duplicate=not result.created,
+        )
 
-    async def chat_edit(self, conn: Connection, msg: protocol.ChatEdit) -> Any:
+    async def chat_edit(self, conn: Connection, msg: protocol.ChatEdit) -> protocol.ChatEditResult:
         p = msg.payload
         message = await self.services.messages.edit(
             self.actor(conn), p.room_id, p.message_id, p.body
         )
-        return {"message": _message_dict(message)}
+        return protocol.ChatEditResult(message=_message_data(message))
 
-    async def chat_delete(self, conn: Connection, msg: protocol.ChatDelete) -> Any:
+    async def chat_delete(
+        self, conn: Connection, msg: protocol.ChatDelete
+    ) -> protocol.ChatDeleteResult:
         p = msg.payload
         message = await self.services.messages.delete(
             self.actor(conn), p.room_id, p.message_id, conn.envelope_info()
         )
-        return {"messageId": str(message.id), "seq": message.seq}
+        return protocol.ChatDeleteResult(message_id=message.id, seq=message.seq)
 
-    async def chat_read(self, conn: Connection, msg: protocol.ChatRead) -> Any:
+    async def chat_read(self, conn: Connection, msg: protocol.ChatRead) -> protocol.ChatReadResult:
         p = msg.payload
         marker = await self.services.messages.mark_read(self.actor(conn), p.room_id, p.seq)
-        return msgspec.to_builtins(marker)
+        return protocol.ChatReadResult(
+            room_id=marker.room_id, seq=marker.seq, unread_count=marker.unread_count
+        )
 
-    async def chat_history(self, conn: Connection, msg: protocol.ChatHistory) -> Any:
+    async def chat_history(
+        self, conn: Connection, msg: protocol.ChatHistory
+    ) -> protocol.ChatHistoryResult:
         p = msg.payload
         limit = p.limit or 50
         found, has_more = await self.services.messages.history(
             self.actor(conn), p.room_id, before=p.before, after=p.after, limit=limit
         )
-        return {
-            "roomId": str(p.room_id),
-            "messages": [_message_dict(m) for m in found],
-            "hasMore": has_more,
-        }
+        return protocol.ChatHistoryResult(
+            room_id=p.room_id, messages=[_message_data(m) for m in found], has_more=has_more
+        )
 
     # --- calls ----------------------------------------------------------------------------
 
-    async def call_start(self, conn: Connection, msg: protocol.CallStart) -> Any:
-        return await self.services.calls.start(
+    # The call service answers with plain data, since a request may have been answered by
+    # the node holding the call (over the bus); the result struct is made here.
+    async def call_start(
+        self, conn: Connection, msg: protocol.CallStart
+    ) -> protocol.CallJoinedResult:
+        joined = await self.services.calls.start(
             self.actor(conn), conn.id, msg.payload.room_id, msg.payload.mode
         )
+        return msgspec.convert(joined, protocol.CallJoinedResult)
 
-    async def call_join(self, conn: Connection, msg: protocol.CallJoin) -> Any:
-        return await self.services.calls.join(self.actor(conn), conn.id, msg.payload.call_id)
+    async def call_join(
+        self, conn: Connection, msg: protocol.CallJoin
+    ) -> protocol.CallJoinedResult:
+        joined = await self.services.calls.join(self.actor(conn), conn.id, msg.payload.call_id)
+        return msgspec.convert(joined, protocol.CallJoinedResult)
 
-    async def call_leave(self, conn: Connection, msg: protocol.CallLeave) -> Any:
-        return await self.services.calls.leave(self.actor(conn), conn.id, msg.payload.call_id)
+    async def call_leave(
+        self, conn: Connection, msg: protocol.CallLeave
+    ) -> protocol.CallLeftResult:
+        left = await self.services.calls.leave(self.actor(conn), conn.id, msg.payload.call_id)
+        return msgspec.convert(left, protocol.CallLeftResult)
 
-    async def call_end(self, conn: Connection, msg: protocol.CallEnd) -> Any:
-        return await self.services.calls.end(self.actor(conn), conn.id, msg.payload.call_id)
+    async def call_end(self, conn: Connection, msg: protocol.CallEnd) -> protocol.CallLeftResult:
+        ended = await self.services.calls.end(self.actor(conn), conn.id, msg.payload.call_id)
+        return msgspec.convert(ended, protocol.CallLeftResult)
 
     async def rtc_sdp(self, conn: Connection, msg: protocol.RtcOffer | protocol.RtcAnswer) -> Any:
         self._limit(self._signal_limiter, f"signal:{conn.id}")

@@ -229,7 +229,13 @@ class Hub:
                 # The room is gone: its live view ends without member.left noise.
                 self.drop_subscription(conn, room_id)
                 conn.send_raw(frame)
-        elif kind in ("call.state", "room.updated"):
+        elif kind in (
+            "call.state",
+            "room.updated",
+            "member.banned",
+            "member.muted",
+            "member.unmuted",
+        ):
             self.audience.send_members(room_id, event_frame(kind, event.data))
         elif kind in ("chat.edited", "chat.deleted"):
             self.audience.send_room(room_id, event_frame(kind, event.data))

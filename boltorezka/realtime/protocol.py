@@ -26,9 +26,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args, get_type_hints
 
 import msgspec
+import msgspec.inspect
 from msgspec import Meta
 
 from boltorezka.text import NUL_ESCAPE, has_nul
@@ -638,8 +639,9 @@ class TypingPayload(_ServerPayload):
     active: bool
 
 
-class MessageData(_ServerPayload):
-    """A stored chat message; `deletedAt` is set once it has been deleted."""
+class MessageData(_ServerPayload, omit_defaults=False):
+    """A stored chat message; `deletedAt` is set once it has been deleted. Every field is
+    always present (null when unset), as stored messages have always been sent."""
 
     id: uuid.UUID
     room_id: uuid.UUID
@@ -749,6 +751,33 @@ class MemberLeft(_ServerEnvelope, tag="member.left", kw_only=True):
     payload: MemberPayload
 
 
+class MemberSanctionPayload(_ServerPayload):
+    """Who was banned or muted in which room, and until when (null: until lifted)."""
+
+    room_id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: Instant | None
+
+
+class MemberBanned(_ServerEnvelope, tag="member.banned", kw_only=True):
+    """A user was banned from the room; sent to its connected members, the banned user
+    included, before the ban's `member.left`."""
+
+    payload: MemberSanctionPayload
+
+
+class MemberMuted(_ServerEnvelope, tag="member.muted", kw_only=True):
+    """A member was muted: they read the room but cannot post or start calls."""
+
+    payload: MemberSanctionPayload
+
+
+class MemberUnmuted(_ServerEnvelope, tag="member.unmuted", kw_only=True):
+    """A member's mute was lifted."""
+
+    payload: MemberPayload
+
+
 class PresenceChanged(_ServerEnvelope, tag="presence.changed", kw_only=True):
     """A user's presence changed."""
 
@@ -827,7 +856,7 @@ class CallParticipantInfo(_ServerPayload):
 
     participant_id: uuid.UUID
     user_id: uuid.UUID
-    connected: bool = True
+    connected: bool
 
 
 class CallStatePayload(_ServerPayload):
@@ -841,8 +870,8 @@ class CallStatePayload(_ServerPayload):
     reason: str | None = None
 
 
-class RelayedSdpPayload(_ServerPayload):
-    """An offer or answer from participant `from` (absent when it comes from the SFU)."""
+class RelayedSdpPayload(_ServerPayload, omit_defaults=False):
+    """An offer or answer from participant `from` (null when it comes from the SFU)."""
 
     call_id: uuid.UUID
     sdp: str
@@ -882,6 +911,134 @@ class RtcIceRelayed(_ServerEnvelope, tag="rtc.ice", kw_only=True):
     payload: RelayedIcePayload
 
 
+# --- ack results: what each request's `ack` carries in `payload.result` -------------------
+
+
+class IceServerInfo(_ServerPayload):
+    """One entry of `RTCConfiguration.iceServers`; TURN entries carry time-limited
+    credentials (see `GET /v1/turn/credentials` for their expiry)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class AuthResult(_ServerPayload):
+    """`auth` succeeded: who the connection is, until when, and the ICE servers to use."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expires_at: Timestamp
+    ice_servers: list[IceServerInfo]
+
+
+class AuthRefreshResult(_ServerPayload):
+    """`auth.refresh` succeeded: the new expiry, and fresh ICE server credentials."""
+
+    expires_at: Timestamp
+    ice_servers: list[IceServerInfo]
+
+
+class PingResult(_ServerPayload, kw_only=True):
+    """The ack of `ping` is the pong: your `ts` back, and the server's clock (ms)."""
+
+    ts: Timestamp | None = None
+    server_time: Timestamp
+
+
+class RoomJoinResult(_ServerPayload):
+    """Joined: live events follow from `lastSeq`; `replayed` messages were sent first."""
+
+    room_id: uuid.UUID
+    last_seq: Seq
+    replayed: NonNegative
+
+
+class RoomLeaveResult(_ServerPayload):
+    """`left` is false when the room was not joined on this connection."""
+
+    room_id: uuid.UUID
+    left: bool
+
+
+class PresenceSetResult(_ServerPayload):
+    status: PresenceStatus
+
+
+class ChatSendResult(_ServerPayload):
+    """Stored (or, with `duplicate`, stored before under the same `clientMsgId`)."""
+
+    message_id: uuid.UUID
+    seq: Seq
+    created_at: Instant
+    duplicate: bool
+
+
+class ChatEditResult(_ServerPayload):
+    message: MessageData
+
+
+class ChatDeleteResult(_ServerPayload):
+    message_id: uuid.UUID
+    seq: Seq
+
+
+class ChatReadResult(_ServerPayload):
+    """Your read position in the room now, and what is left unread after it."""
+
+    room_id: uuid.UUID
+    seq: Seq
+    unread_count: NonNegative
+
+
+class ChatHistoryResult(_ServerPayload):
+    room_id: uuid.UUID
+    messages: list[MessageData]
+    has_more: bool
+
+
+class CallJoinedResult(_ServerPayload):
+    """`call.start` or `call.join` succeeded: the call, your participant id in it, and the
+    ICE servers to use for its media."""
+
+    call: CallStatePayload
+    participant_id: uuid.UUID
+    ice_servers: list[IceServerInfo]
+
+
+class CallLeftResult(_ServerPayload):
+    """`call.leave` or `call.end` succeeded: the call's state after it."""
+
+    call_id: uuid.UUID
+    state: Literal["ringing", "active", "ended"]
+
+
+# Request type -> the struct its ack result is (None: the result is `null`).
+ACK_RESULTS: Final[dict[str, type[_ServerPayload] | None]] = {
+    "auth": AuthResult,
+    "auth.refresh": AuthRefreshResult,
+    "ping": PingResult,
+    "room.join": RoomJoinResult,
+    "room.leave": RoomLeaveResult,
+    "presence.set": PresenceSetResult,
+    "typing.start": None,
+    "typing.stop": None,
+    "chat.send": ChatSendResult,
+    "chat.edit": ChatEditResult,
+    "chat.delete": ChatDeleteResult,
+    "chat.read": ChatReadResult,
+    "chat.history": ChatHistoryResult,
+    "call.start": CallJoinedResult,
+    "call.join": CallJoinedResult,
+    "call.leave": CallLeftResult,
+    "call.end": CallLeftResult,
+    "rtc.offer": None,
+    "rtc.answer": None,
+    "rtc.ice": None,
+    "call.telemetry": None,
+}
+
+
 ServerMessage: TypeAlias = (
     ServerCapabilities
     | Ack
@@ -893,6 +1050,9 @@ ServerMessage: TypeAlias = (
     | RoomPresence
     | MemberJoined
     | MemberLeft
+    | MemberBanned
+    | MemberMuted
+    | MemberUnmuted
     | PresenceChanged
     | TypingIndicator
     | ChatMessage
@@ -1136,9 +1296,52 @@ def encode(msg: ServerMessage | ClientMessage) -> bytes:
     return _encoder.encode(msg)
 
 
-def event_frame(kind: str, payload: dict[str, Any]) -> bytes:
-    """A server event envelope, encoded once for every recipient of a fanned-out event."""
-    return _encoder.encode({"type": kind, "v": PROTOCOL_VERSION, "payload": payload})
+def _event_envelopes() -> dict[str, tuple[type[Any], type[Any]]]:
+    """Server message type -> (envelope struct, payload struct)."""
+    return {
+        message_type(envelope): (envelope, get_type_hints(envelope)["payload"])
+        for envelope in get_args(ServerMessage)
+    }
+
+
+_EVENTS: Final = _event_envelopes()
+# Set by the test suite: an event whose data has a key its struct does not declare is a
+# bug (the key would be dropped on the way out), so there it raises instead.
+strict_events = False
+
+
+def _undeclared(data: Any, shape: msgspec.inspect.Type) -> list[str]:
+    """Keys of ``data`` (plain data) that the struct type ``shape`` does not declare."""
+    if isinstance(shape, msgspec.inspect.UnionType):
+        wanted = msgspec.inspect.StructType if isinstance(data, dict) else msgspec.inspect.ListType
+        shape = next((t for t in shape.types if isinstance(t, wanted)), shape)
+    if isinstance(shape, msgspec.inspect.StructType) and isinstance(data, dict):
+        fields = {field.encode_name: field.type for field in shape.fields}
+        lost: list[str] = []
+        for key, value in data.items():
+            if key not in fields:
+                lost.append(key)
+            else:
+                lost += [f"{key}.{inner}" for inner in _undeclared(value, fields[key])]
+        return lost
+    if isinstance(shape, msgspec.inspect.ListType) and isinstance(data, list):
+        return sorted({inner for item in data for inner in _undeclared(item, shape.item_type)})
+    return []
+
+
+def event_frame(kind: str, payload: dict[str, Any] | msgspec.Struct) -> bytes:
+    """A server event envelope built from its protocol struct, encoded once for every
+    recipient of a fanned-out event. Plain data (from the bus or a domain service) is
+    converted to the event's payload struct first, so every event fits the schema."""
+    envelope, payload_type = _EVENTS[kind]
+    typed = (
+        payload if isinstance(payload, msgspec.Struct) else msgspec.convert(payload, payload_type)
+    )
+    if strict_events and not isinstance(payload, msgspec.Struct):
+        lost = _undeclared(payload, msgspec.inspect.type_info(payload_type))
+        if lost:
+            raise ValueError(f"{kind} data has keys its struct does not declare: {lost}")
+    return _encoder.encode(envelope(payload=typed))
 
 
 def ack(request_id: str, result: object = None) -> Ack:

@@ -18,6 +18,7 @@ import structlog
 from boltorezka.context import Actor, RequestInfo
 from boltorezka.errors import (
     AlreadyMember,
+    Conflict,
     DirectRoomImmutable,
     Forbidden,
     InvalidInput,
@@ -29,6 +30,7 @@ from boltorezka.errors import (
 )
 from boltorezka.events import EventPublisher, NullPublisher, RoomEvent
 from boltorezka.store import Executor, audit, users
+from boltorezka.store import moderation as moderation_store
 from boltorezka.store import rooms as store
 from boltorezka.store.records import Member, Room
 
@@ -103,6 +105,27 @@ def require_role(access: Access, minimum: str) -> str:
 def require_writable(access: Access) -> None:
     if access.room.archived_at is not None:
         raise RoomArchived()
+
+
+class Banned(Forbidden):
+    code = "banned"
+    title = "You are banned from this room"
+
+
+class UserBanned(Conflict):
+    code = "user_banned"
+    title = "The user is banned from this room; lift the ban first"
+
+
+class Muted(Forbidden):
+    code = "muted"
+    title = "You are muted in this room: you may read, not post or start calls"
+
+
+async def require_not_muted(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Chat sends check this in SQL (post_messages_v2); edits and calls ask here."""
+    if await moderation_store.is_muted(conn, room_id, user_id):
+        raise Muted()
 
 
 # Told after a commit that ``user`` (None: everyone, the room was deleted) is no longer a
@@ -229,17 +252,29 @@ class RoomService:
             )
         return RoomView(room=room, my_role=role, member_count=count)
 
-    async def delete(self, actor: Actor, room_id: uuid.UUID, info: RequestInfo) -> None:
+    async def delete(
+        self, actor: Actor | None, room_id: uuid.UUID, info: RequestInfo, *, operator: bool = False
+    ) -> None:
+        """``operator``: a server operator's delete (``actor`` None: the command line), of
+        any room but a direct one; the admin service has checked their server role."""
         async with self._pool.acquire() as conn, conn.transaction():
-            access = await resolve_access(conn, actor, room_id, for_update=True)
+            if operator:
+                found = await store.get_for_admin(conn, room_id, for_update=True)
+                if found is None:
+                    raise RoomNotFound()
+                access = Access(found, None)
+            else:
+                assert actor is not None
+                access = await resolve_access(conn, actor, room_id, for_update=True)
             self._not_direct(access)
-            require_role(access, "owner")
+            if not operator:
+                require_role(access, "owner")
             await store.soft_delete(conn, room_id)
             await audit.record(
                 conn,
-                "room.delete",
+                "admin.room.delete" if operator else "room.delete",
                 info,
-                actor_id=actor.user_id,
+                actor_id=None if actor is None else actor.user_id,
                 target_type="room",
                 target_id=room_id,
                 room_id=room_id,
@@ -260,6 +295,8 @@ class RoomService:
             access = await resolve_access(conn, actor, room_id, for_update=True)
             if access.role is None:
                 # resolve_access already hid non-public rooms; only public ones are joinable.
+                if await moderation_store.is_banned(conn, room_id, actor.user_id):
+                    raise Banned()
                 require_writable(access)
                 await store.add_member(conn, room_id, actor.user_id, "member")
             member = await store.get_member(conn, room_id, actor.user_id)
@@ -280,6 +317,8 @@ class RoomService:
                 raise Forbidden("only the owner can make admins")
             if await users.get(conn, user_id) is None:
                 raise UserNotFound()
+            if await moderation_store.is_banned(conn, room_id, user_id):
+                raise UserBanned()
             if not await store.add_member(conn, room_id, user_id, role):
                 raise AlreadyMember()
             await audit.record(
@@ -402,6 +441,12 @@ class RoomService:
                 await store.get_member(conn, room_id, uid) for uid in (actor.user_id, user_id)
             ]
         return [m for m in result if m is not None]
+
+    async def membership_removed(self, room_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """After a commit that removed ``user_id`` from the room some other way (a ban):
+        what a removal announces and ends, the same way."""
+        await self._member_event(room_id, "member.removed", user_id, extra_user=user_id)
+        await self._end_membership(room_id, user_id)
 
     @staticmethod
     def _not_direct(access: Access) -> None:

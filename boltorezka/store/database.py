@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from boltorezka.config import Settings
+from boltorezka.observability import tracing
 
 EMBEDDED_DATABASE = "boltorezka"
 # pgserver's record, inside pgdata, of the processes holding a handle on the server.
@@ -67,6 +68,30 @@ class PooledConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+class TracedConnection(PooledConnection):
+    """A pool connection with a span per round trip; the pool's class only while tracing
+    is on, so an untraced node pays nothing per query.
+
+    ``_execute`` and ``_executemany`` are where asyncpg's own query logging sits: every
+    fetch, fetchrow, fetchval and execute with arguments passes one of them; an execute
+    without arguments (BEGIN, COMMIT, DDL) goes straight to the protocol.
+    """
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        if args:
+            return await super().execute(query, *args, timeout=timeout)
+        with tracing.query_span(query):
+            return await super().execute(query, timeout=timeout)
+
+    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with tracing.query_span(query):
+            return await super()._execute(query, *args, **kwargs)  # type: ignore[misc]
+
+    async def _executemany(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with tracing.query_span(query):
+            return await super()._executemany(query, *args, **kwargs)  # type: ignore[misc]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -149,7 +174,7 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             server_settings=server_settings,
-            connection_class=PooledConnection,
+            connection_class=TracedConnection if tracing.enabled() else PooledConnection,
             command_timeout=30,
         )
     except _CONNECT_ERRORS as exc:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from boltorezka.store import Conn, Executor
-from boltorezka.store.records import Member, Room
+from boltorezka.store.records import Member, Record, Room
 
 _ROOM_COLUMNS = (
     "r.id, r.kind, r.name, r.topic, r.created_by, r.last_seq, r.created_at, r.updated_at, "
@@ -243,3 +243,49 @@ async def room_ids_for_user(conn: Executor, user_id: uuid.UUID) -> set[uuid.UUID
 async def room_last_seq(conn: Executor, room_id: uuid.UUID) -> int:
     value: int = await conn.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
     return value
+
+
+# --- Operators: every room, whatever its kind or the caller's membership. ---
+
+
+class AdminRoom(Record):
+    room: Room
+    member_count: int
+
+
+async def get_for_admin(
+    conn: Executor, room_id: uuid.UUID, *, for_update: bool = False
+) -> Room | None:
+    """The live (not deleted) room, whoever is in it."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.id = $1 AND r.deleted_at IS NULL{lock}",
+        room_id,
+    )
+    return None if row is None else Room.from_row(row)
+
+
+async def list_for_admin(
+    conn: Executor,
+    prefix: str | None,
+    limit: int,
+    cursor: tuple[datetime, uuid.UUID] | None,
+) -> list[AdminRoom]:
+    """Live rooms of every kind, newest first, optionally those whose name starts with
+    ``prefix`` (case-insensitively), with their member counts."""
+    conditions = ["r.deleted_at IS NULL"]
+    args: list[object] = []
+    if prefix:
+        args.append(prefix.lower())
+        conditions.append(f"starts_with(lower(r.name), ${len(args)})")
+    if cursor is not None:
+        args.extend(cursor)
+        conditions.append(f"(r.created_at, r.id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {_ROOM_COLUMNS}, (SELECT count(*) FROM room_members m WHERE m.room_id = r.id) "
+        f"AS member_count FROM rooms r WHERE {' AND '.join(conditions)} "
+        f"ORDER BY r.created_at DESC, r.id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [AdminRoom(room=Room.from_row(r), member_count=r["member_count"]) for r in rows]

@@ -183,3 +183,18 @@ async def get_owned(
         user_id,
     )
     return None if row is None else DeviceSession.from_row(row)
+
+
+async def revoke_all_for_user(
+    conn: Executor, user_id: uuid.UUID, reason: str, *, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Revoke every live session of the user but ``keep``; return those it revoked."""
+    rows = await conn.fetch(
+        "UPDATE device_sessions SET revoked_at = now(), revoked_reason = $2 "
+        "WHERE user_id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR id <> $3) "
+        "RETURNING id",
+        user_id,
+        reason,
+        keep,
+    )
+    return [row["id"] for row in rows]

@@ -1,11 +1,11 @@
 """Group commit for chat sends: many callers' sends stored by one statement, one commit.
 
 Callers ``await submit(...)``; one drain task takes what is queued (up to ``max_batch``)
-and stores it with a single call of the ``post_messages`` function (migration 0003),
-which authorizes every row, assigns gapless seqs, inserts, and advances the senders' read
-markers. The call runs outside an explicit transaction, so its implicit transaction
-commits before PostgreSQL answers: no row lock outlives the statement, and a caller's
-future resolves only once its message is durable.
+and stores it with a single call of the ``post_messages_v2`` function (migrations 0003
+and 0007), which authorizes every row (mutes included), assigns gapless seqs, inserts,
+and advances the senders' read markers. The call runs outside an explicit transaction, so
+its implicit transaction commits before PostgreSQL answers: no row lock outlives the
+statement, and a caller's future resolves only once its message is durable.
 
 No batching delay is added: a send into an idle writer goes out at once, and sends that
 arrive while earlier batches are in flight queue up and go together in the next one.
@@ -36,9 +36,11 @@ Outcome = Literal[
     "room_archived",
     "invalid_reply",
     "idempotency_conflict",
+    "muted",
 ]
 
-_CALL = "SELECT * FROM post_messages($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])"
+# post_messages_v2 (migration 0007) is post_messages with the mute check.
+_CALL = "SELECT * FROM post_messages_v2($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])"
 # Errors one row can cause (a constraint, bad data); the rest of its batch deserves a retry.
 _ROW_ERRORS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 # The whole transaction was undone and may simply be run again.

@@ -120,6 +120,43 @@ export function settingsDialog(app) {
       relay,
       h('span', null, h('strong', null, 'Relay calls through the server'), h('small', null, 'Hides your network address from the people you call. Uses the TURN relay, which can add a little delay. Applies to the next call.')),
     ),
+    passwordForm(app),
     h('div', { class: 'dialog-actions' }, h('button', { class: 'btn primary', type: 'button', onclick: close }, 'Done')),
   ]);
+}
+
+/**
+ * Change the password; the server signs every other device out.
+ * @param {import('./app.js').App} app
+ */
+function passwordForm(app) {
+  const status = h('p', { class: 'muted-line', role: 'status', hidden: true });
+  const current = h('input', { class: 'input', id: 'current-password', type: 'password', required: true, maxLength: 256, autocomplete: 'current-password' });
+  const fresh = h('input', { class: 'input', id: 'new-password', type: 'password', required: true, minLength: 8, maxLength: 256, autocomplete: 'new-password' });
+  const submit = h('button', { class: 'btn', type: 'submit' }, 'Change password');
+  return h(
+    'form',
+    {
+      onsubmit: async (/** @type {SubmitEvent} */ event) => {
+        event.preventDefault();
+        submit.disabled = true;
+        status.hidden = true;
+        try {
+          const { sessionsRevoked } = await app.api.changePassword({ currentPassword: current.value, newPassword: fresh.value });
+          status.textContent = sessionsRevoked ? `Password changed. ${sessionsRevoked} other device(s) were signed out.` : 'Password changed.';
+          current.value = '';
+          fresh.value = '';
+        } catch (failure) {
+          status.textContent = describeError(failure);
+        }
+        status.hidden = false;
+        submit.disabled = false;
+      },
+    },
+    h('h3', null, 'Password'),
+    status,
+    h('div', { class: 'field' }, h('label', { for: 'current-password' }, 'Current password'), current),
+    h('div', { class: 'field' }, h('label', { for: 'new-password' }, 'New password ', h('span', { class: 'hint' }, '(at least 8 characters)')), fresh),
+    h('div', { class: 'dialog-actions' }, submit),
+  );
 }

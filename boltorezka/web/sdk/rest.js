@@ -163,6 +163,43 @@ export class ApiClient extends Emitter {
   }
 
   /**
+   * Change the password. This device stays signed in; every other device session is
+   * revoked (its sockets close with 4004). ApiError `wrong_password` (403) when
+   * `currentPassword` is not right.
+   * @param {{currentPassword: string, newPassword: string}} change
+   * @returns {Promise<{sessionsRevoked: number}>}
+   */
+  changePassword({ currentPassword, newPassword }) {
+    return this.request('POST', '/v1/me/password', { body: { currentPassword, newPassword } });
+  }
+
+  /**
+   * Delete the account for good: every session ends, so the tokens are forgotten too.
+   * Messages stay, shown as from a deleted user. ApiError `owner_must_transfer` (409)
+   * while the account owns a room, `wrong_password` (403) for a wrong password.
+   * @param {string} password
+   * @returns {Promise<void>}
+   */
+  async deleteAccount(password) {
+    await this.request('DELETE', '/v1/me', { body: { password } });
+    this._forget();
+  }
+
+  /**
+   * Set a new password with the one-time token an operator gave out; every device
+   * session of the account ends, so sign in again afterwards. ApiError
+   * `invalid_reset_token`, `reset_token_expired` or `reset_token_used` (401).
+   * @param {{token: string, newPassword: string}} reset
+   * @returns {Promise<void>}
+   */
+  async resetPassword({ token, newPassword }) {
+    await this.request('POST', '/v1/auth/password-reset', {
+      body: { token, newPassword },
+      auth: false,
+    });
+  }
+
+  /**
    * A usable access token, rotating the refresh token first if it is about to expire.
    * @param {{force?: boolean}} [options] force: the server refused the current one
    * @returns {Promise<string>}
@@ -316,6 +353,16 @@ export class ApiClient extends Emitter {
   /** @param {string} userId @returns {Promise<import('./types.js').User>} */
   userProfile(userId) {
     return this.request('GET', `/v1/users/${encodeURIComponent(userId)}`);
+  }
+
+  /**
+   * The user with exactly this username (compared case-insensitively); an ApiError with
+   * code `user_not_found` when nobody has it.
+   * @param {string} username
+   * @returns {Promise<import('./types.js').User>}
+   */
+  findUser(username) {
+    return this.request('GET', '/v1/users', { query: { username } });
   }
 
   /** @returns {Promise<import('./types.js').RoomSummary[]>} */

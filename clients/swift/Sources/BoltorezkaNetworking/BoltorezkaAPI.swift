@@ -113,6 +113,11 @@ public final class BoltorezkaAPI: Sendable {
 
     public func user(_ id: UserID) async throws -> User { try await call("GET", "/v1/users/\(id)") }
 
+    /// The user with exactly this username, compared case-insensitively; `user_not_found` when nobody has it.
+    public func user(named username: String) async throws -> User {
+        try await call("GET", "/v1/users", query: ["username": username])
+    }
+
     // MARK: - Rooms
 
     /// The caller's rooms, with their read positions and unread counts.

@@ -1,0 +1,1 @@
+"""Account self-service: changing the password, deleting the account, password resets."""

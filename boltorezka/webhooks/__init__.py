@@ -1,0 +1,1 @@
+"""Webhooks: operators' endpoints, the signed deliveries of events to them, and their outbox."""
