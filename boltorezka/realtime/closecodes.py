@@ -14,7 +14,16 @@ from enum import IntEnum
 
 
 class CloseCode(IntEnum):
-    """Close codes sent by the server, each with a one-line `description`."""
+    """Close codes sent by the server, each with a one-line `description`.
+
+    The close reason string is the lowercase name (for example `slow_consumer_resume`);
+    closes for broken WebSocket framing (1002, 1007, 1009) carry an empty reason. Two closes
+    come from the WebSocket layer rather than this table: 1009 when a frame exceeds four
+    times `maxFrameBytes`, and an abrupt close (1006 on the client) when a protocol-level
+    ping gets no pong in time; reconnect and resume after either. 1007 answers only a client
+    close frame whose reason is not UTF-8: invalid UTF-8 in a text frame is a
+    `malformed_json` nack.
+    """
 
     description: str
 

@@ -312,26 +312,41 @@ class ChatHistoryPayload(_ClientPayload):
 
 
 class Auth(_ClientEnvelope, tag="auth", kw_only=True):
-    """Authenticate the connection with an access token."""
+    """Authenticate the connection with an access token.
+
+    Must be the first request (only `ping` may come before it), within
+    `BOLTOREZKA_WS_AUTH_TIMEOUT_SECONDS` of connecting or the server closes with 4002. A
+    failed `auth` on a connection that is not yet authenticated is followed at once by a
+    close: 4001 (token or account rejected), 1013 (retryable failure) or 4030
+    (`too_many_connections`)."""
 
     payload: TokenPayload
 
 
 class AuthRefresh(_ClientEnvelope, tag="auth.refresh", kw_only=True):
-    """Swap in a fresh access token without reconnecting."""
+    """Swap in a fresh access token without reconnecting.
+
+    The token must be for the same user and device session; send it after
+    `auth.expiring`."""
 
     payload: TokenPayload
 
 
 class Ping(_ClientEnvelope, tag="ping", kw_only=True):
-    """Application-level liveness probe; answered with an `ack` whose result is
-    `{"ts": <echoed ts or null>, "serverTime": <server clock, ms>}`."""
+    """Round-trip probe; answered by an ack carrying the server time.
+
+    Application-level, and allowed before `auth`. The ack's result is
+    `{"ts": <echoed ts or null>, "serverTime": <server clock, Unix ms>}`: the server
+    never sends `pong`."""
 
     payload: PingPayload = msgspec.field(default_factory=PingPayload)
 
 
 class RoomJoin(_ClientEnvelope, tag="room.join", kw_only=True):
-    """Subscribe to a room's events, optionally resuming after `lastSeq`."""
+    """Subscribe to a room's events, optionally resuming after `lastSeq`.
+
+    With `lastSeq`, the server first replays every `chat.message` with a larger seq, then
+    sends the ack, then `room.presence`, then live events."""
 
     payload: RoomJoinPayload
 
@@ -343,13 +358,19 @@ class RoomLeave(_ClientEnvelope, tag="room.leave", kw_only=True):
 
 
 class PresenceSet(_ClientEnvelope, tag="presence.set", kw_only=True):
-    """Set the user's presence status."""
+    """Set the user's presence status.
+
+    Sets this connection's status; the user's presence is the strongest status over their
+    connections (dnd > online > away)."""
 
     payload: PresenceSetPayload
 
 
 class TypingStart(_ClientEnvelope, tag="typing.start", kw_only=True):
-    """The user started typing in a room."""
+    """The user started typing in a room.
+
+    Tells the room's other subscribers; repeat every few seconds while typing, as the
+    indicator expires after 6 s."""
 
     payload: RoomPayload
 
@@ -373,19 +394,25 @@ class ChatEdit(_ClientEnvelope, tag="chat.edit", kw_only=True):
 
 
 class ChatDelete(_ClientEnvelope, tag="chat.delete", kw_only=True):
-    """Delete a message."""
+    """Delete a message.
+
+    The sender, or a room admin or owner, may delete; the message keeps its seq with an
+    empty body."""
 
     payload: ChatDeletePayload
 
 
 class ChatRead(_ClientEnvelope, tag="chat.read", kw_only=True):
-    """Advance the user's read position in a room."""
+    """Advance the user's read position in a room (it never moves backwards)."""
 
     payload: ChatReadPayload
 
 
 class ChatHistory(_ClientEnvelope, tag="chat.history", kw_only=True):
-    """Fetch a page of a room's history."""
+    """Fetch a page of a room's history.
+
+    A page of messages in ascending seq: with `after`, the oldest ones after it; otherwise
+    the newest ones before `before` (or the newest overall). The default limit is 50."""
 
     payload: ChatHistoryPayload
 
@@ -455,7 +482,10 @@ class CallStart(_ClientEnvelope, tag="call.start", kw_only=True):
 
 
 class CallJoin(_ClientEnvelope, tag="call.join", kw_only=True):
-    """Join a live call in a room you belong to."""
+    """Join a live call in a room you belong to.
+
+    The ack carries the call, your participant id and ICE servers; rejoining within
+    `BOLTOREZKA_CALL_GRACE_SECONDS` of a dropped connection keeps the participant id."""
 
     payload: CallPayload
 
@@ -689,57 +719,78 @@ class NotificationPayload(_ServerPayload):
 
 
 class ServerCapabilities(_ServerEnvelope, tag="server.capabilities", kw_only=True):
-    """Sent when the connection opens: supported versions, features and limits."""
+    """Sent when the connection opens: supported versions, features and limits.
+
+    Always the first frame on a new connection; it also carries the heartbeat interval and
+    this connection's `sessionId`."""
 
     payload: CapabilitiesPayload
 
 
 class Ack(_ServerEnvelope, tag="ack", kw_only=True):
-    """The request with this `requestId` succeeded."""
+    """The request with this `requestId` succeeded.
+
+    Answers exactly one request; the shape of `result` depends on the request type."""
 
     request_id: RequestId
     payload: AckPayload
 
 
 class Nack(_ServerEnvelope, tag="nack", kw_only=True):
-    """The request failed; `requestId` is null when it could not be read from the frame."""
+    """The request failed; `requestId` is null when it could not be read from the frame.
+
+    Answers exactly one request with a stable `code`; `retryAfterMs` is set for
+    `rate_limited`."""
 
     request_id: RequestId | None
     payload: NackPayload
 
 
 class ServerError(_ServerEnvelope, tag="error", kw_only=True):
-    """Connection-level error, typically followed by a close."""
+    """Connection-level error, typically followed by a close.
+
+    For example `session_expired` before close 4003."""
 
     payload: ErrorPayload
 
 
 class Pong(_ServerEnvelope, tag="pong", kw_only=True):
-    """Reserved: the server answers `ping` with an `ack` and does not send this."""
+    """Reserved: the server answers `ping` with an `ack` and does not send this.
+
+    Clients should ignore it if it ever arrives."""
 
     payload: PongPayload = msgspec.field(default_factory=PongPayload)
 
 
 class AuthExpiring(_ServerEnvelope, tag="auth.expiring", kw_only=True):
-    """The access token is about to expire."""
+    """The access token is about to expire.
+
+    Sent `BOLTOREZKA_AUTH_EXPIRY_WARNING_SECONDS` before the token expires; refresh it over
+    REST and send `auth.refresh`, or the server closes with 4003 at `expiresAt`."""
 
     payload: AuthExpiringPayload
 
 
 class ServerDraining(_ServerEnvelope, tag="server.draining", kw_only=True):
-    """This node is shutting down; reconnect after the given delay and resume."""
+    """This node is shutting down; reconnect after the given delay and resume.
+
+    The server then closes with 1012."""
 
     payload: DrainingPayload
 
 
 class RoomPresence(_ServerEnvelope, tag="room.presence", kw_only=True):
-    """Presence snapshot sent after `room.join`."""
+    """Presence snapshot sent after `room.join`.
+
+    Sent right after the `room.join` ack: every member and their presence."""
 
     payload: RoomPresencePayload
 
 
 class MemberJoined(_ServerEnvelope, tag="member.joined", kw_only=True):
-    """A user opened the room: their first connection joined it (`room.join`)."""
+    """A user opened the room: their first connection joined it (`room.join`).
+
+    Sent to the room's other subscribers."""
 
     payload: MemberPayload
 
@@ -767,31 +818,41 @@ class MemberBanned(_ServerEnvelope, tag="member.banned", kw_only=True):
 
 
 class MemberMuted(_ServerEnvelope, tag="member.muted", kw_only=True):
-    """A member was muted: they read the room but cannot post or start calls."""
+    """A member was muted: they read the room but cannot post or start calls.
+
+    Sent to the room's connected members."""
 
     payload: MemberSanctionPayload
 
 
 class MemberUnmuted(_ServerEnvelope, tag="member.unmuted", kw_only=True):
-    """A member's mute was lifted."""
+    """A member's mute was lifted.
+
+    Sent to the room's connected members."""
 
     payload: MemberPayload
 
 
 class PresenceChanged(_ServerEnvelope, tag="presence.changed", kw_only=True):
-    """A user's presence changed."""
+    """A user's presence changed.
+
+    Sent about every user who shares a room with this user, and about this user."""
 
     payload: PresenceChangedPayload
 
 
 class TypingIndicator(_ServerEnvelope, tag="typing", kw_only=True):
-    """A user started or stopped typing."""
+    """A user started or stopped typing.
+
+    In a joined room; `active: false` also arrives when an indicator expires."""
 
     payload: TypingPayload
 
 
 class ChatMessage(_ServerEnvelope, tag="chat.message", kw_only=True):
-    """A new message was posted."""
+    """A new message was posted.
+
+    In a joined room. Per room, frames arrive in seq order, each once per subscription."""
 
     payload: ChatMessagePayload
 
@@ -803,13 +864,16 @@ class ChatEdited(_ServerEnvelope, tag="chat.edited", kw_only=True):
 
 
 class ChatDeleted(_ServerEnvelope, tag="chat.deleted", kw_only=True):
-    """A message was deleted."""
+    """A message was deleted; it keeps its seq."""
 
     payload: ChatDeletedPayload
 
 
 class ChatReadReceipt(_ServerEnvelope, tag="chat.read", kw_only=True):
-    """A member's read position changed."""
+    """A member's read position changed.
+
+    Sent to the reader's own connections when their read position in a room advances, so
+    every device can update its unread count."""
 
     payload: ChatReadReceiptPayload
 
@@ -831,19 +895,27 @@ class RoomDeletedPayload(_ServerPayload):
 
 
 class RoomUpdated(_ServerEnvelope, tag="room.updated", kw_only=True):
-    """A room you belong to was renamed, re-topiced, archived or unarchived."""
+    """A room you belong to was renamed, re-topiced, archived or unarchived.
+
+    Sent to every connected member of the room, whether or not the room is joined on the
+    connection."""
 
     payload: RoomInfo
 
 
 class RoomDeleted(_ServerEnvelope, tag="room.deleted", kw_only=True):
-    """A room you belonged to was deleted; it is gone from your list and its live view."""
+    """A room you belonged to was deleted; it is gone from your list and its live view.
+
+    Sent to every connected member; the room's live view ends on every connection."""
 
     payload: RoomDeletedPayload
 
 
 class Notification(_ServerEnvelope, tag="notification", kw_only=True):
-    """Unread or mention activity in a room this connection has not joined."""
+    """Unread or mention activity in a room this connection has not joined.
+
+    A new message in a room the user is a member of but has not joined on this
+    connection."""
 
     payload: NotificationPayload
 
@@ -916,7 +988,13 @@ class RtcIceRelayed(_ServerEnvelope, tag="rtc.ice", kw_only=True):
 
 class IceServerInfo(_ServerPayload):
     """One entry of `RTCConfiguration.iceServers`; TURN entries carry time-limited
-    credentials (see `GET /v1/turn/credentials` for their expiry)."""
+    credentials (see `GET /v1/turn/credentials` for their expiry).
+
+    Each is issued when the answer is made: a TURN entry's `username` and `credential` are
+    for this user in coturn's TURN REST scheme (`username` is
+    `<expiry in Unix seconds>:<userId>`), valid for `BOLTOREZKA_TURN_TTL` seconds. Fresh
+    ones come with every `call.start` and `call.join` ack and from
+    `GET /v1/turn/credentials` (which also says `expiresAt`)."""
 
     urls: list[str]
     username: str | None = None
@@ -924,7 +1002,11 @@ class IceServerInfo(_ServerPayload):
 
 
 class AuthResult(_ServerPayload):
-    """`auth` succeeded: who the connection is, until when, and the ICE servers to use."""
+    """`auth` succeeded: who the connection is, until when, and the ICE servers to use.
+
+    `sessionId` is the device session; `expiresAt` is when the access token expires, in
+    Unix seconds (send `auth.refresh` before then); `iceServers` is `[]` when neither TURN
+    nor STUN is configured."""
 
     user_id: uuid.UUID
     session_id: uuid.UUID
