@@ -3,8 +3,10 @@ a subprocess on PostgreSQL, with coturn as its TURN relay.
 
 Two people (two browser contexts) sign up, chat, see each other typing and online, edit and
 delete; a peer-to-peer video call decodes frames on both sides, directly and then forced
-through the relay; a reload and a dropped connection resume the chat with nothing missing
-and nothing twice; the phone-sized layout works; errors read as sentences.
+through the relay; three people in one call move to the SFU (a second ``boltorezka serve``
+that spawns ``boltorezka sfu``), each decodes both others, and the two left after a leave
+keep decoding each other; a reload and a dropped connection resume the chat with nothing
+missing and nothing twice; the phone-sized layout works; errors read as sentences.
 
 Debian's chromium only (``/usr/bin/chromium``; Playwright never downloads a browser here).
 Without it, or without coturn, the tests are skipped, except on CI (``CI=true``), where they
@@ -15,6 +17,7 @@ must run. Screenshots go to a folder under pytest's temporary directory; with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -22,13 +25,14 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from tests.test_readme_walkthrough import Server, running_server
 from tests.test_web_sdk import CHROMIUM, CHROMIUM_ARGS, require_chromium
@@ -39,6 +43,12 @@ PASSWORD = "correct horse battery"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 MEDIA_TIMEOUT = 30.0
+# Three pages encoding and decoding at once through the SFU on two busy cores.
+SFU_MEDIA_TIMEOUT = 60.0
+SFU_START_TIMEOUT = 60.0
+# Frames each page must decode from a remote tile beyond the count it first saw there, so a
+# stalled track cannot pass.
+FRAMES = 10
 # Records every frame the page sends on its WebSocket, so a test can see how it resumed.
 RECORD_SENT_FRAMES = """
 (() => {
@@ -63,32 +73,40 @@ def coturn() -> Iterator[TurnServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def schema_url(pg_url: str) -> Iterator[str]:
-    """A database URL whose connections use a new schema of this module's own."""
-    schema = f"t_web_{uuid.uuid4().hex[:12]}"
-
-    async def execute(sql: str) -> None:
+def _execute(pg_url: str, sql: str) -> None:
+    async def execute() -> None:
         conn = await asyncpg.connect(pg_url)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
-    asyncio.run(execute(f"CREATE SCHEMA {schema}"))
+    # In a thread of its own: once Playwright's sync API runs, this thread has an event loop
+    # running, and asyncio.run refuses to start another one in it.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, execute()).result()
+
+
+@contextlib.contextmanager
+def own_schema(pg_url: str) -> Iterator[str]:
+    """A database URL whose connections use a new schema; dropped afterwards."""
+    schema = f"t_web_{uuid.uuid4().hex[:12]}"
+    _execute(pg_url, f"CREATE SCHEMA {schema}")
     try:
         yield f"{pg_url}?search_path={schema}"
     finally:
-        asyncio.run(execute(f"DROP SCHEMA {schema} CASCADE"))
+        _execute(pg_url, f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, schema_url: str, coturn: TurnServer
-) -> Iterator[Server]:
-    work = tmp_path_factory.mktemp("web-e2e")
-    env = {
-        "BOLTOREZKA_DATABASE_URL": schema_url,
+def schema_url(pg_url: str) -> Iterator[str]:
+    with own_schema(pg_url) as url:
+        yield url
+
+
+def server_env(database_url: str, coturn: TurnServer) -> dict[str, str]:
+    return {
+        "BOLTOREZKA_DATABASE_URL": database_url,
         "BOLTOREZKA_SFU": "off",
         "BOLTOREZKA_TURN_SECRET": SECRET,
         "BOLTOREZKA_TURN_URIS": coturn.uri,
@@ -98,8 +116,41 @@ def server(
         "BOLTOREZKA_WS_CONNECT_RATE_PER_MINUTE": "1000",
         "BOLTOREZKA_LOG_LEVEL": "warning",
     }
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, schema_url: str, coturn: TurnServer
+) -> Iterator[Server]:
+    work = tmp_path_factory.mktemp("web-e2e")
+    env = server_env(schema_url, coturn)
     with running_server(work / "data", work / "server.log", env=env) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def sfu_server(
+    tmp_path_factory: pytest.TempPathFactory, pg_url: str, coturn: TurnServer
+) -> Iterator[Server]:
+    """``boltorezka serve`` as deployed on one host: it spawns ``boltorezka sfu`` itself, and
+    a call with more than two participants moves to it. A schema of its own: two nodes on
+    one database without a shared bus would each take the other's calls for orphans."""
+    work = tmp_path_factory.mktemp("web-e2e-sfu")
+    with own_schema(pg_url) as url:
+        env = server_env(url, coturn) | {
+            "BOLTOREZKA_SFU": "spawn",
+            "BOLTOREZKA_SFU_THRESHOLD": "2",
+            "BOLTOREZKA_SFU_ICE_ADDRESSES": "127.0.0.1",
+            # The SFU child logs "sfu started" at info once it listens on the bus.
+            "BOLTOREZKA_LOG_LEVEL": "info",
+        }
+        with running_server(work / "data", work / "server.log", env=env) as running:
+            wait_until(
+                lambda: "sfu started" in running.log.read_text(errors="replace"),
+                SFU_START_TIMEOUT,
+                "the spawned SFU to start",
+            )
+            yield running
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +191,16 @@ def people(browser: Browser, server: Server) -> Iterator[Callable[..., Person]]:
     opened: list[Person] = []
 
     def open_person(
-        display_name: str, *, viewport: dict[str, int] = DESKTOP, phone: bool = False
+        display_name: str,
+        *,
+        viewport: dict[str, int] = DESKTOP,
+        phone: bool = False,
+        at: Server = server,
     ) -> Person:
         # The schema is this module's own, so a counter keeps names unique (and readable).
         username = f"{display_name.lower()}{next(_names)}"
         context = browser.new_context(
-            base_url=server.base_url,
+            base_url=at.base_url,
             viewport=viewport,  # type: ignore[arg-type]
             is_mobile=phone,
             has_touch=phone,
@@ -292,6 +347,66 @@ def start_and_join_call(caller: Person, callee: Person) -> None:
     caller.page.wait_for_selector(".call .tile.local")
     callee.page.get_by_role("button", name="Join call").click()
     callee.page.wait_for_selector(".call .tile.local")
+
+
+# Video frames each remote tile's track decoded, by the tile's participant id: what the page
+# shows, not only what its connections receive.
+TILE_FRAMES = """
+async () => {
+  const call = window.boltorezka.call?.call;
+  if (!call) return {};
+  const connections = [...call.peers.values(), ...(call.sfu ? [call.sfu] : [])];
+  const decoded = new Map();
+  for (const { pc } of connections) {
+    for (const receiver of pc.getReceivers()) {
+      if (receiver.track.kind !== 'video') continue;
+      (await receiver.getStats()).forEach((entry) => {
+        if (entry.type === 'inbound-rtp') decoded.set(receiver.track.id, entry.framesDecoded ?? 0);
+      });
+    }
+  }
+  const out = {};
+  for (const tile of document.querySelectorAll('.call .tile:not(.local)')) {
+    const stream = tile.querySelector('video').srcObject;
+    const counts = (stream?.getVideoTracks() ?? []).map((track) => decoded.get(track.id) ?? 0);
+    out[tile.dataset.participantId] = Math.max(0, ...counts);
+  }
+  return out;
+}
+"""
+
+
+def tile_frames(person: Person) -> dict[str, int]:
+    frames: dict[str, int] = person.page.evaluate(TILE_FRAMES)
+    return frames
+
+
+def participant_id(person: Person) -> str:
+    value: str = person.page.evaluate("window.boltorezka.call.call.participantId")
+    return value
+
+
+def wait_decoding(viewers: list[tuple[Person, list[str]]], timeout: float) -> None:
+    """Until every viewer's tile of each of its sources decoded FRAMES frames more than when
+    that tile first decoded anything."""
+    first: dict[tuple[str, str], int] = {}
+    latest: dict[str, dict[str, int]] = {}
+
+    def done() -> bool:
+        complete = True
+        for viewer, sources in viewers:
+            latest[viewer.username] = frames = tile_frames(viewer)
+            for source in sources:
+                count = frames.get(source, 0)
+                if count > 0:
+                    first.setdefault((viewer.username, source), count)
+                start = first.get((viewer.username, source))
+                if start is None or count < start + FRAMES:
+                    complete = False
+        return complete
+
+    wanted = {viewer.username: sources for viewer, sources in viewers}
+    wait_until(done, timeout, f"decoded frames {wanted}; {latest}")
 
 
 def screenshot(person: Person, shots: Path, name: str, *, publish: bool = False) -> None:
@@ -465,6 +580,94 @@ def test_call_forced_through_the_turn_relay(
     alice.page.get_by_role("button", name="Leave call").click()
     bob.page.get_by_role("button", name="Leave call").click()
     bob.page.wait_for_selector(".call", state="detached")
+
+
+def test_three_people_call_through_the_sfu_and_two_go_on_after_a_leave(
+    people: Callable[..., Person], sfu_server: Server, shots: Path
+) -> None:
+    alice, bob, carol = (people(name, at=sfu_server) for name in ("Alice", "Bob", "Carol"))
+    everyone = (alice, bob, carol)
+    warnings: dict[str, list[str]] = {person.username: [] for person in everyone}
+
+    def collect(into: list[str]) -> Callable[[ConsoleMessage], None]:
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "warning" and message.text.startswith("call: "):
+                into.append(message.text)
+
+        return on_console
+
+    for person in everyone:
+        # The call view logs what the call survived (a failed offer, say) as `call: …`.
+        person.page.on("console", collect(warnings[person.username]))
+    name = "huddle"
+    create_room(alice, name)
+    for person in (bob, carol):
+        join_public_room(person, name)
+    for person in (bob, carol):
+        person.page.wait_for_selector(f".member.online:has-text('{alice.display_name}')")
+
+    # Alice starts it; Bob joins (two: peer to peer), then Carol (three: past the threshold,
+    # the server moves the call to the SFU and everyone reconnects through it).
+    alice.page.get_by_role("button", name="Start a video call").click()
+    alice.page.wait_for_selector(".call .tile.local")
+    for person in (bob, carol):
+        person.page.get_by_role("button", name="Join call").click()
+        person.page.wait_for_selector(".call .tile.local")
+    for person in everyone:
+        person.page.wait_for_function(
+            "() => (c => c.mode === 'sfu' && c.sfu !== null && c.peers.size === 0)"
+            "(window.boltorezka.call.call)",
+            timeout=SFU_MEDIA_TIMEOUT * 1000,
+        )
+    ids = {person.username: participant_id(person) for person in everyone}
+
+    def sources(viewer: Person, among: tuple[Person, ...]) -> list[str]:
+        return [ids[p.username] for p in among if p is not viewer]
+
+    wait_decoding([(p, sources(p, everyone)) for p in everyone], SFU_MEDIA_TIMEOUT)
+    for person in everyone:
+        tiles = person.page.locator(".call .tile:not(.local)")
+        assert sorted(tiles.evaluate_all("ts => ts.map(t => t.dataset.participantId)")) == sorted(
+            sources(person, everyone)
+        ), "one tile per other participant"
+        for other in everyone:
+            if other is not person:
+                tiles.filter(has_text=other.display_name).wait_for()
+        # Video that plays is not "Connecting…": the SFU connection's state is every tile's.
+        person.page.wait_for_function(
+            "() => [...document.querySelectorAll('.call .tile:not(.local) .state')]"
+            ".every(s => s.textContent === '')"
+        )
+        screenshot(person, shots, f"sfu-{person.display_name.lower()}.png", publish=True)
+
+    # Carol leaves from the call panel. The SFU re-offers the other two their connections
+    # without her tracks; they answer, drop her tile and keep decoding each other.
+    answers = {p.username: len(sent(p, "rtc.answer")) for p in (alice, bob)}
+    carol.page.get_by_role("button", name="Leave call").click()
+    carol.page.wait_for_selector(".call", state="detached")
+    remaining = (alice, bob)
+    for person in remaining:
+        person.page.wait_for_function(
+            "id => !document.querySelector(`.call .tile[data-participant-id='${id}']`)",
+            arg=ids[carol.username],
+        )
+        person.page.wait_for_function(
+            "n => window.__sentFrames.filter(f => f.type === 'rtc.answer').length > n",
+            arg=answers[person.username],
+            timeout=SFU_MEDIA_TIMEOUT * 1000,
+        )
+    wait_decoding([(p, sources(p, remaining)) for p in remaining], SFU_MEDIA_TIMEOUT)
+    for person in remaining:
+        assert person.page.evaluate("window.boltorezka.call.call.mode") == "sfu"
+        assert person.page.evaluate("window.boltorezka.call.call.state.reason ?? null") != (
+            "media_lost"
+        ), "a leave is a leave, not media the SFU lost"
+    assert warnings == {person.username: [] for person in everyone}, warnings
+
+    for person in remaining:
+        person.page.get_by_role("button", name="Leave call").click()
+        person.page.wait_for_selector(".call", state="detached")
+    alice.page.wait_for_selector(".banner:has-text('A call is going on')", state="hidden")
 
 
 def test_reload_and_dropped_connection_resume_with_nothing_missing(

@@ -64,6 +64,13 @@ export class CallView {
     this.camOn = Boolean(stream?.getVideoTracks().length);
     /** @type {Map<string, Tile>} */
     this.tiles = new Map();
+    /**
+     * The state of the connection to the SFU, which carries every remote tile in `sfu` mode
+     * (its tracks arrive through renegotiations after it connected, with no event of their
+     * own): null while there is none.
+     * @type {RTCPeerConnectionState | null}
+     */
+    this.sfuState = null;
     this.tilesBox = h('div', { class: 'tiles' });
     this.controls = h('div', { class: 'call-controls' });
     this.title = h('strong', null);
@@ -90,6 +97,7 @@ export class CallView {
       const tile = this.tile(participantId ?? remote.id, userId, null);
       if (tile.video.srcObject !== remote) {
         tile.video.srcObject = remote;
+        if (this.call.mode === 'sfu') this.showPeerState(tile, this.sfuState);
         tile.video.play().catch(() => {
           // Autoplay with sound was refused: play muted and offer sound on a click.
           tile.video.muted = true;
@@ -99,9 +107,13 @@ export class CallView {
       }
     });
     call.on('peer-state', ({ participantId, state }) => {
-      if (participantId === null) return;
+      if (participantId === null) {
+        this.sfuState = state;
+        for (const [key, tile] of this.tiles) if (key !== 'local' && tile.video.srcObject) this.showPeerState(tile, state);
+        return;
+      }
       const tile = this.tiles.get(participantId);
-      if (tile && !tile.state.querySelector('button')) replace(tile.state, PEER_STATE[state] ?? '');
+      if (tile) this.showPeerState(tile, state);
     });
     call.on('participant-left', ({ participantId }) => this.removeTile(participantId));
     call.on('ended', ({ reason }) => {
@@ -119,8 +131,18 @@ export class CallView {
       if (participant.participantId === this.call.participantId) continue;
       const tile = this.tile(participant.participantId, participant.userId, null);
       if (!participant.connected) replace(tile.state, 'Reconnecting…');
+      // Back after the SFU lost their media: the SFU connection's state says the rest.
+      else if (this.call.mode === 'sfu' && tile.video.srcObject) this.showPeerState(tile, this.sfuState);
     }
     this.refreshNames();
+  }
+
+  /**
+   * @param {Tile} tile
+   * @param {RTCPeerConnectionState | null} state of the connection that carries its media
+   */
+  showPeerState(tile, state) {
+    if (state !== null && !tile.state.querySelector('button')) replace(tile.state, PEER_STATE[state] ?? '');
   }
 
   /**

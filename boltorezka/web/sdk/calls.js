@@ -422,6 +422,7 @@ export class Call extends Emitter {
   /** @param {import('./types.js').CallState} state */
   _onState(state) {
     if (state.callId !== this.callId || this.ended) return;
+    const before = this.state;
     this.state = state;
     this.emit('state', state);
     if (state.state === 'ended') {
@@ -443,13 +444,18 @@ export class Call extends Emitter {
       this._connectAll();
       return;
     }
+    const present = new Set(state.participants.map((p) => p.participantId));
+    // Through the SFU nobody has a connection of their own to close: whoever is missing
+    // from the state has left, and so has anyone of the mesh who never connected.
+    const left = new Set((before?.participants ?? []).map((p) => p.participantId).filter((id) => id !== this.participantId && !present.has(id)));
     for (const [id, peer] of this.peers) {
-      if (!state.participants.some((p) => p.participantId === id)) {
+      if (!present.has(id)) {
         peer.close();
         this.peers.delete(id);
-        this.emit('participant-left', { participantId: id });
+        left.add(id);
       }
     }
+    for (const id of left) this.emit('participant-left', { participantId: id });
     if (state.reason === 'host_changed') {
       if (!me.connected) void this._rejoin();
       else this._restartAll(false);
