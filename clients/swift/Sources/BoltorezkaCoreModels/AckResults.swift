@@ -1,8 +1,8 @@
 import Foundation
 
 // The `result` of each request's `ack` (protocol/README.md, "Requests and answers";
-// boltorezka/realtime/handlers.py). Requests whose ack carries `null` (typing, rtc.*,
-// call.telemetry) decode as ``EmptyResult``.
+// `x-ackResults` in protocol/schemas/server.json). Requests whose ack carries `null`
+// (typing, rtc.*, call.telemetry) decode as ``EmptyResult``.
 
 /// A STUN or TURN server for `RTCPeerConnection` (`iceServers`).
 public struct IceServer: Codable, Sendable, Hashable {
@@ -62,8 +62,23 @@ public struct AuthResult: Codable, Sendable, Hashable {
 }
 
 public struct AuthRefreshResult: Codable, Sendable, Hashable {
+    /// When the new access token expires, Unix seconds.
     public var expiresAt: Int64
-    public init(expiresAt: Int64) { self.expiresAt = expiresAt }
+    /// Fresh STUN/TURN servers, as in ``AuthResult``; empty from a server that sends none.
+    public var iceServers: [IceServer]
+    public init(expiresAt: Int64, iceServers: [IceServer] = []) {
+        self.expiresAt = expiresAt
+        self.iceServers = iceServers
+    }
+
+    enum CodingKeys: String, CodingKey { case expiresAt, iceServers }
+
+    // Servers before the typed contract answered with `expiresAt` alone.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        expiresAt = try container.decode(Int64.self, forKey: .expiresAt)
+        iceServers = try container.decodeIfPresent([IceServer].self, forKey: .iceServers) ?? []
+    }
 }
 
 public struct PingResult: Codable, Sendable, Hashable {

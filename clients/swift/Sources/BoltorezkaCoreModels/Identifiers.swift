@@ -9,6 +9,7 @@ public enum MessageKindTag: IdentifierKind {}
 public enum SessionKindTag: IdentifierKind {}
 public enum CallKindTag: IdentifierKind {}
 public enum ParticipantKindTag: IdentifierKind {}
+public enum ReportKindTag: IdentifierKind {}
 
 /// A UUID naming one kind of thing, so a user id cannot be passed where a room id belongs.
 /// On the wire it is the lowercase canonical form the protocol sends; uppercase input is
@@ -55,6 +56,7 @@ public typealias MessageID = Identifier<MessageKindTag>
 public typealias SessionID = Identifier<SessionKindTag>
 public typealias CallID = Identifier<CallKindTag>
 public typealias ParticipantID = Identifier<ParticipantKindTag>
+public typealias ReportID = Identifier<ReportKindTag>
 
 /// A string-valued enumeration the server may extend: values this version does not know
 /// decode instead of failing the whole frame (the protocol lets the server add fields and
@@ -140,4 +142,15 @@ public struct MemberRole: OpenStringEnum {
     public static let admin: Self = "admin"
     public static let member: Self = "member"
     public static let knownValues: [Self] = [.owner, .admin, .member]
+}
+
+/// How a moderator closed a report.
+public struct ReportResolution: OpenStringEnum {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    /// Acted on (the message deleted, its sender muted or banned).
+    public static let actioned: Self = "actioned"
+    /// Nothing to act on.
+    public static let dismissed: Self = "dismissed"
+    public static let knownValues: [Self] = [.actioned, .dismissed]
 }

@@ -145,12 +145,89 @@ public struct TurnCredentials: Codable, Sendable, Hashable {
     public var iceServers: [IceServer]
 }
 
+/// `POST /v1/me/password`: the other device sessions were signed out.
+public struct PasswordChanged: Codable, Sendable, Hashable {
+    public var sessionsRevoked: Int
+}
+
+/// A user kept out of a room.
+public struct Ban: Codable, Sendable, Hashable {
+    public var roomId: RoomID
+    public var userId: UserID
+    public var bannedBy: UserID?
+    public var reason: String
+    public var createdAt: String
+    /// Nil: until lifted.
+    public var expiresAt: String?
+}
+
+public struct BanList: Codable, Sendable, Hashable {
+    /// The bans in force, newest first.
+    public var bans: [Ban]
+}
+
+/// A member who may read but not post, edit or start calls.
+public struct Mute: Codable, Sendable, Hashable {
+    public var roomId: RoomID
+    public var userId: UserID
+    public var mutedBy: UserID?
+    public var reason: String
+    public var createdAt: String
+    /// Nil: until lifted.
+    public var expiresAt: String?
+}
+
+public struct MuteList: Codable, Sendable, Hashable {
+    /// The mutes in force, newest first.
+    public var mutes: [Mute]
+}
+
+/// A member's report of a message, with the message as it was when reported.
+public struct Report: Codable, Sendable, Hashable, Identifiable {
+    public var id: ReportID
+    public var roomId: RoomID
+    public var messageId: MessageID
+    public var reporterId: UserID
+    public var senderId: UserID
+    public var messageSeq: Int64
+    /// The body when reported, kept even if the message is edited or deleted later.
+    public var messageBody: String
+    public var reason: String
+    public var createdAt: String
+    public var resolvedBy: UserID?
+    /// Nil while the report is open.
+    public var resolvedAt: String?
+    public var resolution: ReportResolution?
+    public var resolutionNote: String?
+
+    public var isOpen: Bool { resolvedAt == nil }
+}
+
+public struct ReportPage: Codable, Sendable, Hashable {
+    /// Newest first.
+    public var reports: [Report]
+    /// Pass back as `cursor` for the next page; nil on the last page.
+    public var nextCursor: String?
+}
+
+/// Which reports `GET /v1/rooms/{roomId}/reports` lists.
+public enum ReportStatusFilter: String, Codable, Sendable, CaseIterable {
+    case open, resolved, all
+}
+
 /// A stable problem code (`ProblemCode` in openapi.json); codes this version does not know
 /// still decode.
 public struct ProblemCode: OpenStringEnum {
     public let rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
+    /// 409: the account was deleted.
+    public static let accountDeleted: Self = "account_deleted"
+    /// 403: the server's operators disabled this account (sign-in and refresh refused).
+    public static let accountDisabled: Self = "account_disabled"
     public static let alreadyMember: Self = "already_member"
+    public static let alreadyReported: Self = "already_reported"
+    /// 403: the caller is banned from this room.
+    public static let banned: Self = "banned"
     public static let directRoomImmutable: Self = "direct_room_immutable"
     public static let forbidden: Self = "forbidden"
     /// 431: the request's header fields are too large.
@@ -159,6 +236,7 @@ public struct ProblemCode: OpenStringEnum {
     public static let internalError: Self = "internal_error"
     public static let invalidCredentials: Self = "invalid_credentials"
     public static let invalidRefreshToken: Self = "invalid_refresh_token"
+    public static let invalidResetToken: Self = "invalid_reset_token"
     public static let invalidToken: Self = "invalid_token"
     public static let malformedJSON: Self = "malformed_json"
     /// 400: the request could not be read (bad framing or encoding).
@@ -166,22 +244,36 @@ public struct ProblemCode: OpenStringEnum {
     public static let messageDeleted: Self = "message_deleted"
     public static let messageNotFound: Self = "message_not_found"
     public static let methodNotAllowed: Self = "method_not_allowed"
+    /// 403: the caller is muted in this room: reading works, posting and editing do not.
+    public static let muted: Self = "muted"
+    public static let nodeNotFound: Self = "node_not_found"
     public static let notAMember: Self = "not_a_member"
+    public static let notBanned: Self = "not_banned"
+    public static let notMuted: Self = "not_muted"
     public static let originRejected: Self = "origin_rejected"
+    /// 409: operators cannot disable their own account or change their own server role.
+    public static let ownAccount: Self = "own_account"
     public static let ownerMustTransfer: Self = "owner_must_transfer"
     public static let payloadTooLarge: Self = "payload_too_large"
     public static let rateLimited: Self = "rate_limited"
     public static let refreshTokenReused: Self = "refresh_token_reused"
+    public static let reportNotFound: Self = "report_not_found"
+    public static let reportResolved: Self = "report_resolved"
     /// 408: the request head did not arrive in time.
     public static let requestTimeout: Self = "request_timeout"
+    public static let resetTokenExpired: Self = "reset_token_expired"
+    public static let resetTokenUsed: Self = "reset_token_used"
     public static let roomArchived: Self = "room_archived"
     public static let roomNotFound: Self = "room_not_found"
     public static let routeNotFound: Self = "route_not_found"
+    /// 403: an operators' route (`/v1/admin`), for server admins and moderators.
+    public static let serverRoleRequired: Self = "server_role_required"
     public static let sessionNotFound: Self = "session_not_found"
     public static let sessionRevoked: Self = "session_revoked"
     public static let tokenExpired: Self = "token_expired"
     /// 429: this address holds as many WebSockets as the node allows.
     public static let tooManyConnections: Self = "too_many_connections"
+    public static let tooManyWebhooks: Self = "too_many_webhooks"
     public static let turnNotConfigured: Self = "turn_not_configured"
     public static let unauthenticated: Self = "unauthenticated"
     public static let unavailable: Self = "unavailable"
@@ -189,18 +281,27 @@ public struct ProblemCode: OpenStringEnum {
     public static let upgradeRequired: Self = "upgrade_required"
     /// 414: the request target is too long.
     public static let uriTooLong: Self = "uri_too_long"
+    /// 409: the user is banned from the room; lift the ban before adding them.
+    public static let userBanned: Self = "user_banned"
+    /// 404: the user deleted their account; their messages remain, with their `senderId`.
+    public static let userDeleted: Self = "user_deleted"
     public static let userNotFound: Self = "user_not_found"
     public static let usernameTaken: Self = "username_taken"
     public static let validationFailed: Self = "validation_failed"
+    public static let webhookNotFound: Self = "webhook_not_found"
+    /// 403: the current password given to change the password or delete the account is wrong.
+    public static let wrongPassword: Self = "wrong_password"
     public static let knownValues: [Self] = [
-        .alreadyMember, .directRoomImmutable, .forbidden, .headersTooLarge, .idempotencyConflict,
-        .internalError, .invalidCredentials, .invalidRefreshToken, .invalidToken, .malformedJSON,
-        .malformedRequest, .messageDeleted, .messageNotFound, .methodNotAllowed, .notAMember,
-        .originRejected, .ownerMustTransfer, .payloadTooLarge, .rateLimited, .refreshTokenReused,
-        .requestTimeout, .roomArchived, .roomNotFound, .routeNotFound, .sessionNotFound, .sessionRevoked,
-        .tokenExpired, .tooManyConnections, .turnNotConfigured, .unauthenticated, .unavailable,
-        .unsupportedMediaType, .upgradeRequired, .uriTooLong, .userNotFound, .usernameTaken,
-        .validationFailed,
+        .accountDeleted, .accountDisabled, .alreadyMember, .alreadyReported, .banned, .directRoomImmutable,
+        .forbidden, .headersTooLarge, .idempotencyConflict, .internalError, .invalidCredentials,
+        .invalidRefreshToken, .invalidResetToken, .invalidToken, .malformedJSON, .malformedRequest, .messageDeleted,
+        .messageNotFound, .methodNotAllowed, .muted, .nodeNotFound, .notAMember, .notBanned, .notMuted,
+        .originRejected, .ownAccount, .ownerMustTransfer, .payloadTooLarge, .rateLimited, .refreshTokenReused,
+        .reportNotFound, .reportResolved, .requestTimeout, .resetTokenExpired, .resetTokenUsed, .roomArchived,
+        .roomNotFound, .routeNotFound, .serverRoleRequired, .sessionNotFound, .sessionRevoked, .tokenExpired,
+        .tooManyConnections, .tooManyWebhooks, .turnNotConfigured, .unauthenticated, .unavailable,
+        .unsupportedMediaType, .upgradeRequired, .uriTooLong, .userBanned, .userDeleted, .userNotFound,
+        .usernameTaken, .validationFailed, .webhookNotFound, .wrongPassword,
     ]
 }
 
@@ -386,4 +487,69 @@ public struct EditMessageBody: Codable, Sendable, Hashable {
 public struct ReadMarkerBody: Codable, Sendable, Hashable {
     public var seq: Int64
     public init(seq: Int64) { self.seq = seq }
+}
+
+/// `POST /v1/me/password`; every other device session is signed out.
+public struct ChangePasswordBody: Codable, Sendable, Hashable {
+    public var currentPassword: String
+    public var newPassword: String
+    public init(currentPassword: String, newPassword: String) {
+        self.currentPassword = currentPassword
+        self.newPassword = newPassword
+    }
+}
+
+/// `DELETE /v1/me`: the password again, since nothing undoes it.
+public struct DeleteAccountBody: Codable, Sendable, Hashable {
+    public var password: String
+    public init(password: String) { self.password = password }
+}
+
+/// `POST /v1/auth/password-reset`, with the one-time token an operator issued.
+public struct PasswordResetBody: Codable, Sendable, Hashable {
+    public var token: String
+    public var newPassword: String
+    public init(token: String, newPassword: String) {
+        self.token = token
+        self.newPassword = newPassword
+    }
+}
+
+/// `PUT /v1/rooms/{roomId}/bans/{userId}`; without a duration the ban lasts until lifted.
+public struct BanBody: Codable, Sendable, Hashable {
+    public var durationSeconds: Int?
+    public var reason: String
+    public init(durationSeconds: Int? = nil, reason: String = "") {
+        self.durationSeconds = durationSeconds
+        self.reason = reason
+    }
+}
+
+/// `PUT /v1/rooms/{roomId}/mutes/{userId}`; without a duration the mute lasts until lifted.
+public struct MuteBody: Codable, Sendable, Hashable {
+    public var durationSeconds: Int?
+    public var reason: String
+    public init(durationSeconds: Int? = nil, reason: String = "") {
+        self.durationSeconds = durationSeconds
+        self.reason = reason
+    }
+}
+
+/// `POST /v1/rooms/{roomId}/reports`: someone else's message, for the room's moderators.
+public struct ReportBody: Codable, Sendable, Hashable {
+    public var messageId: MessageID
+    public var reason: String
+    public init(messageId: MessageID, reason: String) {
+        self.messageId = messageId
+        self.reason = reason
+    }
+}
+
+public struct ResolveBody: Codable, Sendable, Hashable {
+    public var resolution: ReportResolution
+    public var note: String?
+    public init(resolution: ReportResolution, note: String? = nil) {
+        self.resolution = resolution
+        self.note = note
+    }
 }

@@ -128,6 +128,29 @@ public struct MemberPayload: Codable, Sendable, Hashable {
     }
 }
 
+/// A ban or a mute in a room (`member.banned`, `member.muted`).
+public struct MemberSanctionPayload: Codable, Sendable, Hashable {
+    public var roomId: RoomID
+    public var userId: UserID
+    /// RFC 3339; nil: until a moderator lifts it.
+    public var expiresAt: String?
+    public init(roomId: RoomID, userId: UserID, expiresAt: String? = nil) {
+        self.roomId = roomId
+        self.userId = userId
+        self.expiresAt = expiresAt
+    }
+
+    enum CodingKeys: String, CodingKey { case roomId, userId, expiresAt }
+
+    // As the server writes it: a sanction until lifted has `expiresAt` null, not absent.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(roomId, forKey: .roomId)
+        try container.encode(userId, forKey: .userId)
+        try container.encode(expiresAt, forKey: .expiresAt)
+    }
+}
+
 public struct PresenceChangedPayload: Codable, Sendable, Hashable {
     public var userId: UserID
     public var status: PresenceStatus
@@ -333,6 +356,15 @@ public struct RelayedSdpPayload: Codable, Sendable, Hashable {
         from = try container.decodeIfPresent(ParticipantID.self, forKey: .from)
         iceRestart = try container.decodeIfPresent(Bool.self, forKey: .iceRestart) ?? false
     }
+
+    // As the server writes it: `from` null when the SFU sent it, `iceRestart` always.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(callId, forKey: .callId)
+        try container.encode(sdp, forKey: .sdp)
+        try container.encode(from, forKey: .from)
+        try container.encode(iceRestart, forKey: .iceRestart)
+    }
 }
 
 /// An ICE candidate from participant `from` (nil when the SFU sent it); `candidate` nil
@@ -378,6 +410,11 @@ public enum ServerMessage: Sendable, Hashable {
     case draining(DrainingPayload)
     case roomPresence(RoomPresencePayload)
     case memberJoined(MemberPayload)
+    /// Sent before the banned user's `member.left`, to them as well.
+    case memberBanned(MemberSanctionPayload)
+    /// The member still reads, but `chat.send`, `chat.edit` and `call.start` answer `muted`.
+    case memberMuted(MemberSanctionPayload)
+    case memberUnmuted(MemberPayload)
     case memberLeft(MemberPayload)
     case presenceChanged(PresenceChangedPayload)
     case typing(TypingPayload)
@@ -398,9 +435,9 @@ public enum ServerMessage: Sendable, Hashable {
     /// Every server → client type this version knows.
     public static let knownTypes: [String] = [
         "server.capabilities", "ack", "nack", "error", "pong", "auth.expiring", "server.draining",
-        "room.presence", "member.joined", "member.left", "presence.changed", "typing", "chat.message",
-        "chat.edited", "chat.deleted", "chat.read", "notification", "room.updated", "room.deleted",
-        "call.state", "rtc.offer", "rtc.answer", "rtc.ice",
+        "room.presence", "member.joined", "member.left", "member.banned", "member.muted", "member.unmuted",
+        "presence.changed", "typing", "chat.message", "chat.edited", "chat.deleted", "chat.read", "notification",
+        "room.updated", "room.deleted", "call.state", "rtc.offer", "rtc.answer", "rtc.ice",
     ]
 
     public var type: String {
@@ -415,6 +452,9 @@ public enum ServerMessage: Sendable, Hashable {
         case .roomPresence: "room.presence"
         case .memberJoined: "member.joined"
         case .memberLeft: "member.left"
+        case .memberBanned: "member.banned"
+        case .memberMuted: "member.muted"
+        case .memberUnmuted: "member.unmuted"
         case .presenceChanged: "presence.changed"
         case .typing: "typing"
         case .chatMessage: "chat.message"
@@ -436,7 +476,8 @@ public enum ServerMessage: Sendable, Hashable {
     public var roomId: RoomID? {
         switch self {
         case .roomPresence(let p): p.roomId
-        case .memberJoined(let p), .memberLeft(let p): p.roomId
+        case .memberJoined(let p), .memberLeft(let p), .memberUnmuted(let p): p.roomId
+        case .memberBanned(let p), .memberMuted(let p): p.roomId
         case .typing(let p): p.roomId
         case .chatMessage(let p), .chatEdited(let p): p.roomId
         case .chatDeleted(let p): p.roomId
@@ -481,6 +522,9 @@ extension ServerMessage: Codable {
         case "room.presence": self = .roomPresence(try payload())
         case "member.joined": self = .memberJoined(try payload())
         case "member.left": self = .memberLeft(try payload())
+        case "member.banned": self = .memberBanned(try payload())
+        case "member.muted": self = .memberMuted(try payload())
+        case "member.unmuted": self = .memberUnmuted(try payload())
         case "presence.changed": self = .presenceChanged(try payload())
         case "typing": self = .typing(try payload())
         case "chat.message": self = .chatMessage(try payload())
@@ -517,7 +561,8 @@ extension ServerMessage: Codable {
         case .authExpiring(let p): try container.encode(p, forKey: .payload)
         case .draining(let p): try container.encode(p, forKey: .payload)
         case .roomPresence(let p): try container.encode(p, forKey: .payload)
-        case .memberJoined(let p), .memberLeft(let p): try container.encode(p, forKey: .payload)
+        case .memberJoined(let p), .memberLeft(let p), .memberUnmuted(let p): try container.encode(p, forKey: .payload)
+        case .memberBanned(let p), .memberMuted(let p): try container.encode(p, forKey: .payload)
         case .presenceChanged(let p): try container.encode(p, forKey: .payload)
         case .typing(let p): try container.encode(p, forKey: .payload)
         case .chatMessage(let p), .chatEdited(let p): try container.encode(p, forKey: .payload)

@@ -94,6 +94,13 @@ public final class BoltorezkaAPI: Sendable {
         await session.store(nil)
     }
 
+    /// Set a new password with the one-time token an operator issued; then sign in with it.
+    public func resetPassword(token: String, newPassword: String) async throws {
+        let _: EmptyResult = try await call(
+            "POST", "/v1/auth/password-reset", body: PasswordResetBody(token: token, newPassword: newPassword),
+            authenticated: false)
+    }
+
     public func sessions() async throws -> [SessionInfo] {
         let list: SessionList = try await call("GET", "/v1/auth/sessions")
         return list.sessions
@@ -109,6 +116,20 @@ public final class BoltorezkaAPI: Sendable {
 
     public func updateProfile(_ change: ProfileBody) async throws -> User {
         try await call("PATCH", "/v1/me", body: change)
+    }
+
+    /// Change the password; this device stays signed in, every other one is signed out.
+    @discardableResult
+    public func changePassword(from current: String, to new: String) async throws -> PasswordChanged {
+        try await call(
+            "POST", "/v1/me/password", body: ChangePasswordBody(currentPassword: current, newPassword: new))
+    }
+
+    /// Delete the account (`owner_must_transfer` while it owns a room). Messages stay; every
+    /// session ends, this one included.
+    public func deleteAccount(password: String) async throws {
+        let _: EmptyResult = try await call("DELETE", "/v1/me", body: DeleteAccountBody(password: password))
+        await session.store(nil)
     }
 
     public func user(_ id: UserID) async throws -> User { try await call("GET", "/v1/users/\(id)") }
@@ -191,6 +212,69 @@ public final class BoltorezkaAPI: Sendable {
 
     public func changeRole(of user: UserID, in room: RoomID, to role: AssignableRole) async throws -> Member {
         try await call("PATCH", "/v1/rooms/\(room)/members/\(user)", body: ChangeRoleBody(role: role))
+    }
+
+    // MARK: - Moderation (room owners and admins, server moderators)
+
+    public func bans(in room: RoomID) async throws -> [Ban] {
+        let list: BanList = try await call("GET", "/v1/rooms/\(room)/bans")
+        return list.bans
+    }
+
+    /// Ban a user from a room, ending their membership; without `seconds`, until lifted.
+    /// Banning again replaces the ban.
+    @discardableResult
+    public func ban(_ user: UserID, from room: RoomID, forSeconds seconds: Int? = nil, reason: String = "")
+        async throws -> Ban
+    {
+        try await call(
+            "PUT", "/v1/rooms/\(room)/bans/\(user)", body: BanBody(durationSeconds: seconds, reason: reason))
+    }
+
+    public func unban(_ user: UserID, from room: RoomID) async throws {
+        let _: EmptyResult = try await call("DELETE", "/v1/rooms/\(room)/bans/\(user)")
+    }
+
+    public func mutes(in room: RoomID) async throws -> [Mute] {
+        let list: MuteList = try await call("GET", "/v1/rooms/\(room)/mutes")
+        return list.mutes
+    }
+
+    /// Mute a member: they still read, but cannot post, edit or start calls; without
+    /// `seconds`, until lifted.
+    @discardableResult
+    public func mute(_ user: UserID, in room: RoomID, forSeconds seconds: Int? = nil, reason: String = "")
+        async throws -> Mute
+    {
+        try await call(
+            "PUT", "/v1/rooms/\(room)/mutes/\(user)", body: MuteBody(durationSeconds: seconds, reason: reason))
+    }
+
+    public func unmute(_ user: UserID, in room: RoomID) async throws {
+        let _: EmptyResult = try await call("DELETE", "/v1/rooms/\(room)/mutes/\(user)")
+    }
+
+    /// Report someone else's message to the room's moderators (any member may).
+    @discardableResult
+    public func report(_ message: MessageID, in room: RoomID, reason: String) async throws -> Report {
+        try await call("POST", "/v1/rooms/\(room)/reports", body: ReportBody(messageId: message, reason: reason))
+    }
+
+    /// One page of a room's reports, newest first; pass `nextCursor` back for the next.
+    public func reports(
+        in room: RoomID, status: ReportStatusFilter? = nil, limit: Int? = nil, cursor: String? = nil
+    ) async throws -> ReportPage {
+        try await call(
+            "GET", "/v1/rooms/\(room)/reports",
+            query: ["status": status?.rawValue, "limit": limit.map(String.init), "cursor": cursor])
+    }
+
+    @discardableResult
+    public func resolveReport(_ report: ReportID, in room: RoomID, as resolution: ReportResolution, note: String? = nil)
+        async throws -> Report
+    {
+        try await call(
+            "POST", "/v1/rooms/\(room)/reports/\(report)/resolve", body: ResolveBody(resolution: resolution, note: note))
     }
 
     // MARK: - Messages

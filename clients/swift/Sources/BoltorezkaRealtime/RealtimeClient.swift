@@ -26,7 +26,7 @@ public actor RealtimeClient {
     public private(set) var state: ConnectionState = .idle
     /// The last `server.capabilities`.
     public private(set) var capabilities: CapabilitiesPayload?
-    /// The last successful `auth` (its `expiresAt` follows `auth.refresh`).
+    /// The last successful `auth` (its `expiresAt` and `iceServers` follow `auth.refresh`).
     public private(set) var authResult: AuthResult?
     /// How many times a lost connection was replaced.
     public private(set) var reconnectCount = 0
@@ -424,6 +424,11 @@ public actor RealtimeClient {
         case .draining(let payload):
             emit(.server(decoded))
             scheduleHandover(gen, within: .milliseconds(payload.reconnectAfterMs))
+        case .memberLeft(let payload) where payload.userId == authResult?.userId:
+            // Removed or banned: the server has ended this room's subscription, and a resume
+            // would be refused.
+            rooms[payload.roomId] = nil
+            emit(.server(decoded))
         case .capabilities(let capabilities):
             live?.capabilities = capabilities
             self.capabilities = capabilities
@@ -552,6 +557,9 @@ public actor RealtimeClient {
         let result: AuthRefreshResult = try await perform(.authRefresh(TokenPayload(token: token)))
         if live?.generation == gen {
             authResult?.expiresAt = result.expiresAt
+            // The newest TURN credentials win; an older server's refresh carries none, and
+            // then the ones from `auth` still stand.
+            if !result.iceServers.isEmpty { authResult?.iceServers = result.iceServers }
             scheduleRefresh(gen, expiresAt: result.expiresAt)
         }
         emit(.tokenRefreshed(expiresAt: result.expiresAt))

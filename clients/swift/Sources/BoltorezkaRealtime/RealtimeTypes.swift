@@ -61,7 +61,8 @@ public enum RealtimeEvent: Sendable {
     case resumed(RoomJoinResult)
     /// A hole in a room's seqs was filled from history with `count` messages.
     case gapFilled(roomId: RoomID, after: Int64, before: Int64, count: Int)
-    /// The access token was swapped on the live socket (`auth.refresh`).
+    /// The access token was swapped on the live socket (`auth.refresh`); the fresh ICE
+    /// servers that came with it are in ``RealtimeClient/authResult``.
     case tokenRefreshed(expiresAt: Int64)
     /// Something went wrong that the client survives: a frame it could not decode, a nack
     /// without a requestId (a bug report about this client's encoder), a failed refresh,

@@ -7,6 +7,9 @@ import XCTest
 /// protocol/openapi.json (REST) and the ack-result table of protocol/README.md. A field, a
 /// message type or an enumeration value added there and not here fails one of these.
 final class ContractTests: XCTestCase {
+    /// The schemas' pattern for free text: no U+0000 (PostgreSQL text cannot hold it).
+    static let noNUL = "^[^\\u0000]*$"
+
     // MARK: - Client → server
 
     func testFieldTableMatchesTheClientSchema() throws {
@@ -45,6 +48,8 @@ final class ContractTests: XCTestCase {
                 XCTAssertEqual(target["type"], "string", at)
                 XCTAssertEqual(target["minLength"]?.intValue, min.map(Int64.init), "\(at): minLength")
                 XCTAssertEqual(target["maxLength"]?.intValue, Int64(max), "\(at): maxLength")
+                // What the codec refuses in every string, whatever its field.
+                XCTAssertEqual(target["pattern"], .string(Self.noNUL), "\(at): pattern")
             case .uuid:
                 XCTAssertEqual(target["format"], "uuid", at)
             case .int(let min, let max):
@@ -114,16 +119,25 @@ final class ContractTests: XCTestCase {
     func testServerEnumerationsAreKnown() throws {
         let schema = try ProtocolFiles.json("schemas/server.json")
         let sampler = SchemaSampler(definitions: schema["$defs"])
-        let known: [String: [String]] = [
+        var known: [String: [String]] = [
             "PresenceMember.status": PresenceStatus.knownValues.map(\.rawValue),
             "PresenceChangedPayload.status": PresenceStatus.knownValues.map(\.rawValue),
             "CallStatePayload.state": CallStatus.knownValues.map(\.rawValue),
             "CallStatePayload.mode": CallMode.knownValues.map(\.rawValue),
             "NotificationPayload.kind": NotificationKind.knownValues.map(\.rawValue),
             "RoomInfo.kind": RoomKind.knownValues.map(\.rawValue),
+            "CallLeftResult.state": CallStatus.knownValues.map(\.rawValue),
+            // The ack echoes the status that was set, so only the settable ones.
+            "PresenceSetResult.status": SettablePresence.allCases.map(\.rawValue),
         ]
+        // Every envelope's `v`: the protocol versions this package speaks.
+        let mapping = try XCTUnwrap(schema.at("discriminator").at("mapping").objectValue)
+        for ref in mapping.values {
+            let envelope = try XCTUnwrap(ref.stringValue?.split(separator: "/").last)
+            known["\(envelope).v"] = ClientFrameCodec.supportedVersions.map(String.init)
+        }
         var seen: Set<String> = []
-        for name in sampler.definitions.keys.sorted() where !name.hasSuffix("Relayed") {
+        for name in sampler.definitions.keys.sorted() {
             for (path, values) in sampler.enumerations(in: name) where !path.hasSuffix(".type") {
                 seen.insert(path)
                 let swift = try XCTUnwrap(known[path], "\(path) is an enumeration the Swift models do not list")
@@ -141,6 +155,11 @@ final class ContractTests: XCTestCase {
     }
 
     private func checkResponse<T: Codable>(_ type: T.Type, _ name: String, _ sampler: SchemaSampler) throws {
+        try checkRoundTrip(type, name, sampler)
+    }
+
+    /// A definition's full sample decodes and encodes back unchanged; its minimal one decodes.
+    private func checkRoundTrip<T: Codable>(_ type: T.Type, _ name: String, _ sampler: SchemaSampler) throws {
         let schema = try XCTUnwrap(sampler.definition(name), name)
         let full = sampler.sample(schema, full: true)
         do {
@@ -173,7 +192,22 @@ final class ContractTests: XCTestCase {
         try checkResponse(IceServer.self, "IceServer", sampler)
         try checkResponse(TurnCredentials.self, "TurnCredentials", sampler)
         try checkResponse(Problem.self, "Problem", sampler)
+        try checkResponse(PasswordChanged.self, "PasswordChanged", sampler)
+        try checkResponse(Ban.self, "Ban", sampler)
+        try checkResponse(BanList.self, "BanList", sampler)
+        try checkResponse(Mute.self, "Mute", sampler)
+        try checkResponse(MuteList.self, "MuteList", sampler)
+        try checkResponse(Report.self, "Report", sampler)
+        try checkResponse(ReportPage.self, "ReportPage", sampler)
     }
+
+    /// The operators' API (`/v1/admin`), for operators' tools rather than an end-user app,
+    /// which this package does not model.
+    static let operatorOnly: Set<String> = [
+        "Health", "Readiness", "AdminUser", "UserPage", "AdminRoom", "RoomPage", "AuditEntry", "AuditPage",
+        "NodeInfo", "NodeList", "DrainAccepted", "SessionsRevoked", "PasswordResetIssued", "WebhookEndpoint",
+        "WebhookList", "CreatedWebhook", "CreateUserBody", "SetRoleBody", "CreateWebhookBody",
+    ]
 
     /// Request bodies write exactly the fields the server accepts (it refuses unknown ones).
     func testRESTBodiesWriteTheContractsFields() throws {
@@ -195,8 +229,19 @@ final class ContractTests: XCTestCase {
              PostMessageBody(clientMsgId: "c", body: "b")),
             ("EditMessageBody", EditMessageBody(body: "b"), EditMessageBody(body: "b")),
             ("ReadMarkerBody", ReadMarkerBody(seq: 3), ReadMarkerBody(seq: 3)),
+            ("ChangePasswordBody", ChangePasswordBody(currentPassword: "p", newPassword: "q"),
+             ChangePasswordBody(currentPassword: "p", newPassword: "q")),
+            ("DeleteAccountBody", DeleteAccountBody(password: "p"), DeleteAccountBody(password: "p")),
+            ("PasswordResetBody", PasswordResetBody(token: "t", newPassword: "q"),
+             PasswordResetBody(token: "t", newPassword: "q")),
+            ("BanBody", BanBody(durationSeconds: 60, reason: "r"), BanBody()),
+            ("MuteBody", MuteBody(durationSeconds: 60, reason: "r"), MuteBody()),
+            ("ReportBody", ReportBody(messageId: .random(), reason: "r"), ReportBody(messageId: .random(), reason: "r")),
+            ("ResolveBody", ResolveBody(resolution: .dismissed, note: "n"), ResolveBody(resolution: .actioned)),
         ]
-        let documented = Set(sampler.definitions.keys.filter { $0.hasSuffix("Body") })
+        let operatorBodies = Self.operatorOnly.filter { $0.hasSuffix("Body") }
+        XCTAssertTrue(operatorBodies.isSubset(of: Set(sampler.definitions.keys)), "operator-only bodies exist")
+        let documented = Set(sampler.definitions.keys.filter { $0.hasSuffix("Body") }).subtracting(operatorBodies)
         XCTAssertEqual(Set(bodies.map(\.0)), documented, "request bodies")
         for (name, everything, minimal) in bodies {
             let schema = try XCTUnwrap(sampler.definition(name))
@@ -222,14 +267,46 @@ final class ContractTests: XCTestCase {
         let modelled: Set<String> = [
             "User", "TokenPair", "SessionInfo", "SessionList", "Room", "RoomSummary", "RoomList", "RoomView",
             "PublicRoomPage", "Member", "MemberList", "Message", "MessagePage", "SearchPage", "ReadMarker",
-            "IceServer", "TurnCredentials", "Problem", "ProblemCode",
+            "IceServer", "TurnCredentials", "Problem", "ProblemCode", "PasswordChanged", "Ban", "BanList", "Mute",
+            "MuteList", "Report", "ReportPage",
         ]
-        let operatorOnly: Set<String> = ["Health", "Readiness"]
-        let bodies = Set(sampler.definitions.keys.filter { $0.hasSuffix("Body") })
-        XCTAssertEqual(Set(sampler.definitions.keys), modelled.union(operatorOnly).union(bodies))
+        // Bodies are checked field by field in testRESTBodiesWriteTheContractsFields.
+        let bodies = Set(sampler.definitions.keys.filter { $0.hasSuffix("Body") }).subtracting(Self.operatorOnly)
+        XCTAssertTrue(modelled.isDisjoint(with: Self.operatorOnly))
+        XCTAssertEqual(Set(sampler.definitions.keys), modelled.union(Self.operatorOnly).union(bodies))
     }
 
     // MARK: - Ack results (protocol/README.md, "Requests and answers")
+
+    /// Each request's ack result type against its definition in `x-ackResults`; nil: the
+    /// ack carries null.
+    func testAckResultsDecodeWithEveryFieldOfTheirSchema() throws {
+        let schema = try ProtocolFiles.json("schemas/server.json")
+        let sampler = SchemaSampler(definitions: schema["$defs"])
+        let table = try XCTUnwrap(schema.at("x-ackResults").objectValue)
+        XCTAssertEqual(Set(table.keys), Set(ClientFrameCodec.clientMessages.keys), "every request has an ack result")
+        let results: [String: (any Codable.Type)?] = [
+            "auth": AuthResult.self, "auth.refresh": AuthRefreshResult.self, "ping": PingResult.self,
+            "room.join": RoomJoinResult.self, "room.leave": RoomLeaveResult.self,
+            "presence.set": PresenceSetResult.self, "typing.start": nil, "typing.stop": nil,
+            "chat.send": ChatSendResult.self, "chat.edit": ChatEditResult.self, "chat.delete": ChatDeleteResult.self,
+            "chat.read": ReadMarker.self, "chat.history": ChatHistoryResult.self,
+            "call.start": CallJoinResult.self, "call.join": CallJoinResult.self,
+            "call.leave": CallLeaveResult.self, "call.end": CallLeaveResult.self,
+            "rtc.offer": nil, "rtc.answer": nil, "rtc.ice": nil, "call.telemetry": nil,
+        ]
+        XCTAssertEqual(Set(results.keys), Set(table.keys), "ack results")
+        for request in table.keys.sorted() {
+            let entry = try XCTUnwrap(table[request])
+            guard let type = results[request] ?? nil else {
+                XCTAssertEqual(entry, ["type": "null"], "\(request): the ack carries null")
+                continue
+            }
+            let ref = try XCTUnwrap(entry["$ref"]?.stringValue, "\(request): a result, not null")
+            let name = String(try XCTUnwrap(ref.split(separator: "/").last))
+            try checkRoundTrip(type, name, sampler)
+        }
+    }
 
     func testAckResultsMatchTheREADMETable() throws {
         let readme = try String(
@@ -241,7 +318,7 @@ final class ContractTests: XCTestCase {
         // One sample of each typed result; `nil`: the ack carries null.
         let results: [String: (any Encodable)?] = [
             "auth": AuthResult(userId: .random(), sessionId: .random(), expiresAt: 1),
-            "auth.refresh": AuthRefreshResult(expiresAt: 1),
+            "auth.refresh": AuthRefreshResult(expiresAt: 1, iceServers: []),
             "ping": PingResult(ts: 1, serverTime: 2),
             "room.join": RoomJoinResult(roomId: room, lastSeq: 1, replayed: 0),
             "room.leave": RoomLeaveResult(roomId: room, left: true),

@@ -70,7 +70,8 @@ struct SchemaSampler {
         }
     }
 
-    /// Every enumeration under a definition's properties, as (property path, values).
+    /// Every enumeration under a definition's properties, as (property path, values); values
+    /// that are not strings appear as their JSON text.
     func enumerations(in name: String) -> [(String, [String])] {
         guard let schema = definitions[name] else { return [] }
         return enumerations(schema, at: name)
@@ -78,7 +79,10 @@ struct SchemaSampler {
 
     private func enumerations(_ node: JSONValue, at path: String) -> [(String, [String])] {
         let schema = nonNull(node)
-        if case .array(let values)? = schema["enum"] { return [(path, values.compactMap(\.stringValue))] }
+        if case .array(let values)? = schema["enum"] {
+            // A number (the envelope's `v`) as its JSON text, so no value is dropped.
+            return [(path, values.map { $0.stringValue ?? $0.serialized() })]
+        }
         guard case .object(let properties)? = schema["properties"] else { return [] }
         return properties.keys.sorted().flatMap { key -> [(String, [String])] in
             let property = properties[key]!

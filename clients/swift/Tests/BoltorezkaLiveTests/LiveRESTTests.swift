@@ -158,4 +158,88 @@ final class LiveRESTTests: XCTestCase {
         let meAgain = try await api.me()
         XCTAssertEqual(meAgain.id, me.id)
     }
+
+    func testAccountSelfServiceAndLookupByUsername() async throws {
+        let base = try LiveServer.url()
+        let (phone, me) = try await LiveServer.user("acct")
+        let found = try await phone.user(named: me.username.uppercased())
+        XCTAssertEqual(found.id, me.id)
+        let laptop = BoltorezkaAPI(baseURL: base, deviceName: "laptop")
+        try await laptop.login(username: me.username, password: LiveServer.password)
+        do {
+            try await phone.changePassword(from: "not the password", to: "a new long password")
+            XCTFail("changed the password without the current one")
+        } catch let error as APIError {
+            XCTAssertEqual(error.code, .wrongPassword)
+        }
+        let changed = try await phone.changePassword(from: LiveServer.password, to: "a new long password")
+        XCTAssertEqual(changed.sessionsRevoked, 1, "the laptop is signed out, the phone is not")
+        _ = try await phone.me()
+        try await BoltorezkaAPI(baseURL: base).login(username: me.username, password: "a new long password")
+
+        try await phone.deleteAccount(password: "a new long password")
+        let isSignedIn = await phone.session.isSignedIn
+        XCTAssertFalse(isSignedIn)
+        let (other, _) = try await LiveServer.user("acctx")
+        do {
+            _ = try await other.user(me.id)
+            XCTFail("a deleted user still answers")
+        } catch let error as APIError {
+            XCTAssertEqual(error.code, .userDeleted)
+        }
+        do {
+            _ = try await other.user(named: me.username)
+            XCTFail("a deleted user's name still answers")
+        } catch let error as APIError {
+            XCTAssertEqual(error.code, .userNotFound)
+        }
+    }
+
+    func testModerationBansMutesAndReports() async throws {
+        let (alice, _) = try await LiveServer.user("mod")
+        let (bob, bobUser) = try await LiveServer.user("modb")
+        let (carol, carolUser) = try await LiveServer.user("modc")
+        let room = try await alice.createRoom(name: "Swift moderation").room.id
+        try await alice.addMember(bobUser.id, to: room)
+        try await alice.addMember(carolUser.id, to: room)
+
+        let rude = try await carol.postMessage("something rude", in: room)
+        let report = try await bob.report(rude.id, in: room, reason: "rude")
+        XCTAssertTrue(report.isOpen)
+        XCTAssertEqual(report.messageBody, "something rude")
+        let open = try await alice.reports(in: room)
+        XCTAssertEqual(open.reports.map(\.id), [report.id])
+        let resolved = try await alice.resolveReport(report.id, in: room, as: .actioned, note: "muted")
+        XCTAssertEqual(resolved.resolution, .actioned)
+        let stillOpen = try await alice.reports(in: room, status: .open)
+        XCTAssertEqual(stillOpen.reports, [])
+
+        let mute = try await alice.mute(carolUser.id, in: room, forSeconds: 600, reason: "cool off")
+        XCTAssertNotNil(mute.expiresAt)
+        do {
+            _ = try await carol.postMessage("again", in: room)
+            XCTFail("a muted member posted")
+        } catch let error as APIError {
+            XCTAssertEqual(error.code, .muted)
+        }
+        let mutes = try await alice.mutes(in: room)
+        XCTAssertEqual(mutes.map(\.userId), [carolUser.id])
+        try await alice.unmute(carolUser.id, in: room)
+        _ = try await carol.postMessage("sorry", in: room)
+
+        let ban = try await alice.ban(carolUser.id, from: room, reason: "again")
+        XCTAssertNil(ban.expiresAt, "until lifted")
+        let bans = try await alice.bans(in: room)
+        XCTAssertEqual(bans.map(\.userId), [carolUser.id])
+        let members = try await alice.members(of: room)
+        XCTAssertFalse(members.contains { $0.userId == carolUser.id }, "a ban ends the membership")
+        do {
+            try await alice.addMember(carolUser.id, to: room)
+            XCTFail("added a banned user")
+        } catch let error as APIError {
+            XCTAssertEqual(error.code, .userBanned)
+        }
+        try await alice.unban(carolUser.id, from: room)
+        try await alice.addMember(carolUser.id, to: room)
+    }
 }

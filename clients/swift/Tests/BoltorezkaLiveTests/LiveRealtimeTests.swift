@@ -217,4 +217,29 @@ final class LiveRealtimeTests: XCTestCase {
         let state = await alice.state
         guard case .closed = state else { return XCTFail("\(state)") }
     }
+
+    func testABannedUserHearsTheBanThenLeavesTheRoom() async throws {
+        let setup = try await pair("ban")
+        let bob = LiveServer.realtime(setup.bob)
+        let log = EventLog(await bob.events())
+        try await bob.connect()
+        try await bob.join(setup.room)
+        try await setup.alice.ban(setup.bobUser.id, from: setup.room, forSeconds: 3600)
+        try await log.first("member.left") { event -> Bool? in
+            if case .server(.memberLeft(let left)) = event, left.userId == setup.bobUser.id { return true }
+            return nil
+        }
+        let messages = log.events.compactMap(\.serverMessage)
+        let order = messages.map(\.type).filter { $0 == "member.banned" || $0 == "member.left" }
+        XCTAssertEqual(order, ["member.banned", "member.left"])
+        let banned = messages.compactMap { message -> MemberSanctionPayload? in
+            if case .memberBanned(let payload) = message { return payload }
+            return nil
+        }
+        XCTAssertEqual(banned.first?.userId, setup.bobUser.id)
+        XCTAssertNotNil(banned.first?.expiresAt)
+        let rooms = await bob.joinedRooms
+        XCTAssertEqual(rooms, [])
+        await bob.close()
+    }
 }

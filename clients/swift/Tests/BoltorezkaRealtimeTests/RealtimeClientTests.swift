@@ -251,7 +251,8 @@ final class RealtimeClientTests: XCTestCase {
         socket.push(.authExpiring(AuthExpiringPayload(expiresAt: Int64(Date().timeIntervalSince1970) + 30)))
         let refresh = try await socket.expect("auth.refresh")
         XCTAssertEqual(refresh.request, .authRefresh(TokenPayload(token: "token-2")))
-        socket.ack(refresh, AuthRefreshResult(expiresAt: 4_000_000_000))
+        let fresh = [IceServer(urls: ["turn:turn.test:3478"], username: "4000000000:u", credential: "c")]
+        socket.ack(refresh, AuthRefreshResult(expiresAt: 4_000_000_000, iceServers: fresh))
         let expiresAt = try await log.first("tokenRefreshed") { event -> Int64? in
             if case .tokenRefreshed(let at) = event { return at }
             return nil
@@ -261,6 +262,7 @@ final class RealtimeClientTests: XCTestCase {
         XCTAssertEqual(reasons, [.connect, .expiring])
         let auth = await client.authResult
         XCTAssertEqual(auth?.expiresAt, 4_000_000_000)
+        XCTAssertEqual(auth?.iceServers, fresh)
         await client.close()
     }
 
@@ -383,6 +385,34 @@ final class RealtimeClientTests: XCTestCase {
                 if case .problem(let what) = event { return what.contains("typing") }
                 return false
             })
+        await client.close()
+    }
+
+    func testABanIsShownAndItsMemberLeftEndsTheRoomForThisUser() async throws {
+        let client = makeClient()
+        let log = EventLog(await client.events())
+        let socket = try await connected(client)
+        try await joined(client, socket)
+        let other = UserID.random()
+        socket.push(.memberLeft(MemberPayload(roomId: roomA, userId: other)))
+        socket.push(.memberMuted(MemberSanctionPayload(roomId: roomA, userId: other, expiresAt: nil)))
+        try await log.first("member.muted") { event -> Bool? in
+            if case .server(.memberMuted) = event { return true }
+            return nil
+        }
+        var rooms = await client.joinedRooms
+        XCTAssertEqual(rooms, [roomA], "another member leaving changes nothing here")
+        socket.push(.memberBanned(MemberSanctionPayload(roomId: roomA, userId: sender, expiresAt: "2026-12-02T10:00:00Z")))
+        socket.push(.memberLeft(MemberPayload(roomId: roomA, userId: sender)))
+        try await log.first("own member.left") { event -> Bool? in
+            if case .server(.memberLeft(let left)) = event, left.userId == sender { return true }
+            return nil
+        }
+        XCTAssertEqual(
+            log.events.compactMap(\.serverMessage).map(\.type).filter { $0.hasPrefix("member.") },
+            ["member.left", "member.muted", "member.banned", "member.left"])
+        rooms = await client.joinedRooms
+        XCTAssertEqual(rooms, [], "a room this user was removed from is not resumed")
         await client.close()
     }
 
