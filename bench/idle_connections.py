@@ -7,6 +7,7 @@ clients connected. Prints numbers; asserts nothing.
 
     python bench/idle_connections.py                      # 2,000 connections
     python bench/idle_connections.py --connections 19000  # near the open-files limit here
+    python bench/idle_connections.py --profile /tmp/prof  # py-spy stacks of each server
 """
 
 from __future__ import annotations
@@ -47,11 +48,22 @@ async def measure(
     run = asyncio.create_task(
         loadtest(url, tokens, workdir / f"{name}.json", scenario, args.timeout / 2)
     )
+    profiler = None
+    if args.profile is not None:
+        # Samples the server's own stacks over the ramp-up, where set-up CPU is counted.
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profiler = await asyncio.create_subprocess_exec(
+            "py-spy", "record", "--pid", str(pid), "--duration", str(int(args.ramp_up)),
+            "--rate", "250", "--format", "raw", "--output", str(args.profile / f"{name}.txt"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
     while not run.done():
         cpu.sample()
         rss.append((time.time(), rss_bytes(pid) or 0))
         await asyncio.wait({run}, timeout=0.25)
     summary = run.result()
+    if profiler is not None:
+        await profiler.wait()
     for error in summary["errors"][:3]:
         print(f"{name}: {error}", file=sys.stderr)
     phases = summary["phases"]
@@ -119,6 +131,11 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=2, help="load tester processes")
     parser.add_argument("--timeout", type=float, default=600.0, help="hard limit, seconds")
     parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="directory for py-spy profiles of each server over the ramp-up (raw stacks)",
+    )
     asyncio.run(bench(parser.parse_args()))
     return 0
 

@@ -246,6 +246,8 @@ async def bench(args: argparse.Namespace) -> None:
         running_server(
             args.database_url,
             JWT_SECRET=secret,
+            # The server refuses tokens that live longer than it issues them.
+            ACCESS_TOKEN_TTL="3600",
             CHAT_SEND_BURST="1000000",
             CHAT_SEND_PER_SECOND="1000000",
             WS_CONNECT_RATE_PER_MINUTE="1000000",

@@ -2,8 +2,8 @@
 
 ``SeqGate`` (in-order, exactly-once delivery), ``PresenceTracker`` (strongest of a user's
 devices), ``TypingTracker`` (throttle and expiry with an injected ``now``),
-``TokenBucketLimiter`` (with an injected clock) and ``Audience`` (which rooms and users a
-node must listen to).
+``TokenBucketLimiter`` (with an injected clock), ``Audience`` (which rooms and users a
+node must listen to) and the session deadlines of a connection.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from boltorezka.realtime.audience import Audience
 from boltorezka.realtime.connection import Connection
 from boltorezka.realtime.presence import OFFLINE, PresenceTracker, TypingTracker
 from boltorezka.realtime.sequencing import SeqGate
+from boltorezka.realtime.session_clock import SessionState, next_deadline
 
 # --- SeqGate --------------------------------------------------------------------------------
 
@@ -541,3 +542,34 @@ def test_audience_asks_for_a_room_exactly_while_someone_here_needs_it() -> None:
     audience.remove(laptop)
     assert users == [(alice, True), (alice, False)]
     assert not audience.connections and not audience.by_user and not audience.by_session
+
+
+# --- session deadlines ----------------------------------------------------------------------
+
+
+def _state(
+    *, authenticated: bool = True, expires_at: int = 1000, warned_for: int = 0
+) -> SessionState:
+    return SessionState(
+        opened_at=0.0, authenticated=authenticated, expires_at=expires_at, warned_for=warned_for
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "due", "at"),
+    [
+        # Not authenticated: the auth timeout (10 s here) is the only deadline.
+        (_state(authenticated=False, expires_at=0), 3.0, "nothing", 10.0),
+        (_state(authenticated=False, expires_at=0), 10.0, "auth_timeout", 10.0),
+        # Authenticated: look again at the warning time (60 s before expiry), warn there once.
+        (_state(), 100.0, "nothing", 940.0),
+        (_state(), 940.0, "warn", 1000.0),
+        (_state(warned_for=1000), 950.0, "nothing", 1000.0),
+        (_state(warned_for=1000), 1000.0, "expired", 1000.0),
+        # A refresh moved the expiry: the warning sent for the old one does not count.
+        (_state(expires_at=2000, warned_for=1000), 1950.0, "warn", 2000.0),
+    ],
+)
+def test_session_deadlines(state: SessionState, now: float, due: str, at: float) -> None:
+    found, when = next_deadline(state, now, auth_timeout=10.0, warning=60.0)
+    assert (found.value, when) == (due, at)

@@ -268,6 +268,23 @@ class AuthService:
             raise SessionRevoked()
         return Actor(user_id=claims.user_id, session_id=claims.session_id), claims.expires_at
 
+    async def authenticate_connection(
+        self, access_token: str
+    ) -> tuple[Actor, int, User, set[uuid.UUID]]:
+        """As :meth:`authenticate_until`, also returning the user and the rooms they are a
+        member of: everything a WebSocket ``auth`` needs, in one query."""
+        claims = self.codec.verify(access_token)
+        found = await users.live_session_user(self._pool, claims.session_id, claims.user_id)
+        if found is None:
+            raise SessionRevoked()
+        user, rooms = found
+        return (
+            Actor(user_id=claims.user_id, session_id=claims.session_id),
+            claims.expires_at,
+            user,
+            rooms,
+        )
+
     async def logout(self, actor: Actor, info: RequestInfo) -> None:
         await self.revoke_session(actor, actor.session_id, info, reason="logout")
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +34,7 @@ _log = structlog.get_logger("boltorezka.realtime")
 WRITE_HIGH_WATER = 64 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class RoomSubscription:
     room_id: uuid.UUID
     # Holds the frames of the room's chat messages, by seq, until they can go out in order.
@@ -40,7 +42,49 @@ class RoomSubscription:
     gap_task: asyncio.Task[None] | None = None
 
 
+class _Backlog:
+    """Frames waiting for a slow reader, and the events the writer task paces by."""
+
+    __slots__ = ("queue", "sending", "sent", "space")
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.space = asyncio.Event()
+        self.sending = asyncio.Event()  # set while a frame is being written
+        self.sent = asyncio.Event()  # pulsed after every write
+
+
 class Connection:
+    # Slots: a node holds tens of thousands of these, and a per-instance dict is ~1 KB each.
+    __slots__ = (
+        "__weakref__",
+        "_backlog_state",
+        "_close_timeout",
+        "_closing",
+        "_metrics",
+        "_on_session_change",
+        "_queue_size",
+        "_transport",
+        "_writer",
+        "close_code",
+        "envelope_id",
+        "envelopes",
+        "id",
+        "member_rooms",
+        "opened_at",
+        "request_info",
+        "session_id",
+        "session_timer",
+        "status",
+        "subscriptions",
+        "token_expires_at",
+        "user_id",
+        "username",
+        "violations",
+        "warned_for",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse[Any],
@@ -49,6 +93,7 @@ class Connection:
         queue_size: int,
         close_timeout: float,
         metrics: Metrics,
+        on_session_change: Callable[[Connection], None] | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.ws = ws
@@ -68,17 +113,32 @@ class Connection:
         self.envelopes = 0
         # The server-side request id of the envelope being handled, or handled last.
         self.envelope_id = ""
-        # Set whenever identity or token expiry changes, to wake the session watchdog.
-        self.session_changed = asyncio.Event()
+        # The session's deadlines (auth timeout, expiry warning, expiry) are the gateway's,
+        # told of every change of identity or token expiry; one timer at a time.
+        self._on_session_change = on_session_change
+        self.opened_at = time.time()
+        self.warned_for = 0
+        self.session_timer: asyncio.TimerHandle | None = None
         self.close_code: int | None = None
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        # Made at the first backlog: most connections never have one, and a queue with its
+        # events is a few KB per idle connection.
+        self._backlog_state: _Backlog | None = None
         self._close_timeout = close_timeout
         self._metrics = metrics
         self._writer: asyncio.Task[None] | None = None
-        self._space = asyncio.Event()
-        self._sending = asyncio.Event()  # set while a frame is being written
-        self._sent = asyncio.Event()  # pulsed after every write
         self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def _backlog(self) -> _Backlog:
+        if self._backlog_state is None:
+            self._backlog_state = _Backlog(self._queue_size)
+        return self._backlog_state
+
+    def session_changed(self) -> None:
+        """Identity or token expiry changed (auth, auth.refresh): deadlines move."""
+        if self._on_session_change is not None:
+            self._on_session_change(self)
 
     @property
     def authenticated(self) -> bool:
@@ -117,7 +177,7 @@ class Connection:
                 self._metrics.count_frame_out()
                 return
         try:
-            self._queue.put_nowait(frame)
+            self._backlog.queue.put_nowait(frame)
         except asyncio.QueueFull:
             if self._closing is not None:
                 return  # already closing for this overflow: count and log it once
@@ -140,14 +200,14 @@ class Connection:
         A reader that takes nothing for the close timeout is closed for resume; returns
         False then.
         """
-        headroom = max(1, self._queue.maxsize // 2)
-        while self._queue.qsize() >= headroom:
+        headroom = max(1, self._queue_size // 2)
+        while self._backlog_state is not None and self._backlog.queue.qsize() >= headroom:
             if self.close_code is not None or self._closing is not None:
                 return False
-            self._space.clear()
+            self._backlog.space.clear()
             try:
                 async with asyncio.timeout(self._close_timeout):
-                    await self._space.wait()
+                    await self._backlog.space.wait()
             except TimeoutError:
                 self._metrics.ws_queue_overflows.inc()
                 self.close_soon(CloseCode.SLOW_CONSUMER_RESUME)
@@ -169,7 +229,7 @@ class Connection:
         if flush and self._writer is not None and not self._writer.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._close_timeout):
-                    await self._queue.join()
+                    await self._backlog.queue.join()
         self.close_code = int(code)
         self._metrics.ws_closes.labels(str(int(code))).inc()
         # The writer task unhooks itself when it ends: hold on to the one running now.
@@ -177,12 +237,13 @@ class Connection:
         if writer is not None and not writer.done():
             # Cancelling a send that waits in aiohttp's drain would also cancel the drain
             # future the close frame needs, so let the frame in flight finish first.
-            if self._sending.is_set():
+            backlog = self._backlog
+            if backlog.sending.is_set():
                 try:
                     async with asyncio.timeout(self._close_timeout):
-                        while self._sending.is_set():
-                            await self._sent.wait()
-                            self._sent.clear()
+                        while backlog.sending.is_set():
+                            await backlog.sent.wait()
+                            backlog.sent.clear()
                 except TimeoutError:
                     # The peer stopped reading: drop the transport and what it buffered.
                     self._abort()
@@ -205,23 +266,24 @@ class Connection:
 
     async def _write_loop(self) -> None:
         """Send the backlog at the reader's pace; once it is empty, direct writes resume."""
+        backlog = self._backlog
         try:
             while True:
                 try:
-                    frame = self._queue.get_nowait()
+                    frame = backlog.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                self._space.set()
-                self._sending.set()
+                backlog.space.set()
+                backlog.sending.set()
                 try:
                     await self.ws.send_frame(frame, WSMsgType.TEXT)
                 except (ConnectionError, RuntimeError):
-                    self._queue.task_done()
+                    backlog.queue.task_done()
                     return
                 finally:
-                    self._sending.clear()
-                    self._sent.set()
-                self._queue.task_done()
+                    backlog.sending.clear()
+                    backlog.sent.set()
+                backlog.queue.task_done()
                 self._metrics.count_frame_out()
         finally:
             if self._writer is asyncio.current_task():

@@ -34,6 +34,7 @@ from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.connection import Connection
 from boltorezka.realtime.handlers import ALREADY_ACKED, RequestHandlers, TooManyConnections
 from boltorezka.realtime.hub import Hub
+from boltorezka.realtime.session_clock import Due, SessionState, next_deadline
 from boltorezka.realtime.wsreader import StrictWebSocketResponse
 from boltorezka.runtime import Services
 from boltorezka.store.outage import OUTAGE_ERRORS, RETRY_AFTER_MS
@@ -78,6 +79,8 @@ class Gateway:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Cleanups of closed sockets still running (the drain waits for them).
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     # --- upgrade --------------------------------------------------------------------------
 
@@ -144,12 +147,13 @@ class Gateway:
             queue_size=settings.ws_outbound_queue,
             close_timeout=settings.ws_close_timeout_seconds,
             metrics=self.services.metrics,
+            on_session_change=self._session_changed,
         )
         conn.request_info = request_info(request)
         self.hub.add(conn)
         structlog.contextvars.bind_contextvars(connection=conn.id)
         conn.send(self._capabilities(conn))
-        watchdog = asyncio.create_task(self._watch_session(conn), name=f"ws-session-{conn.id}")
+        self._session_changed(conn)
         try:
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
@@ -172,16 +176,31 @@ class Gateway:
                 if conn.closed:
                     break
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            if conn.session_timer is not None:
+                conn.session_timer.cancel()
             self.hub.remove(conn)
-            await conn.stop()
-            with contextlib.suppress(Exception):
-                await self.services.calls.connection_closed(conn.id)
-            if not ws.closed:
-                await ws.close()
+            # aiohttp cancels this handler when the peer's connection is lost; what is left
+            # to do (the calls' grace periods start here) must happen all the same.
+            cleanup = asyncio.ensure_future(self._after_close(conn, ws))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                # The socket is over either way: its request ends as a finished upgrade
+                # (logged like any other), and the cleanup goes on in its own task.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
         return ws
+
+    async def _after_close(self, conn: Connection, ws: web.WebSocketResponse[Any]) -> None:
+        await conn.stop()
+        with contextlib.suppress(Exception):
+            await self.services.calls.connection_closed(conn.id)
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close()
 
     def _capabilities(self, conn: Connection) -> protocol.ServerCapabilities:
         s = self.settings
@@ -354,47 +373,50 @@ class Gateway:
 
     # --- session expiry -------------------------------------------------------------------
 
-    async def _watch_session(self, conn: Connection) -> None:
-        """Close unauthenticated sockets in time; warn before the token expires, then close.
-
-        It sleeps until the next deadline and wakes early when the session changes (auth,
-        auth.refresh), so idle connections cost no timer ticks.
-        """
-        try:
-            async with asyncio.timeout(self.settings.ws_auth_timeout_seconds):
-                while not conn.authenticated:
-                    await conn.session_changed.wait()
-                    conn.session_changed.clear()
-        except TimeoutError:
-            await conn.close(CloseCode.AUTH_TIMEOUT)
+    def _session_changed(self, conn: Connection) -> None:
+        """Look at the connection's session deadlines again: at open, after ``auth`` and
+        ``auth.refresh``, and whenever the last deadline set comes."""
+        if conn.session_timer is not None:
+            conn.session_timer.cancel()
+            conn.session_timer = None
+        if conn.closed:
             return
-        warned_for = 0
-        while True:
-            expires_at = conn.token_expires_at
-            now = time.time()
-            if now >= expires_at:
-                conn.send(
-                    protocol.ServerError(
-                        payload=protocol.ErrorPayload(
-                            code="session_expired", message="the access token expired"
-                        )
+        state = SessionState(
+            opened_at=conn.opened_at,
+            authenticated=conn.authenticated,
+            expires_at=conn.token_expires_at,
+            warned_for=conn.warned_for,
+        )
+        due, at = next_deadline(
+            state,
+            time.time(),
+            auth_timeout=self.settings.ws_auth_timeout_seconds,
+            warning=self.settings.auth_expiry_warning_seconds,
+        )
+        if due is Due.AUTH_TIMEOUT:
+            conn.close_soon(CloseCode.AUTH_TIMEOUT)
+            return
+        if due is Due.EXPIRED:
+            conn.send(
+                protocol.ServerError(
+                    payload=protocol.ErrorPayload(
+                        code="session_expired", message="the access token expired"
                     )
                 )
-                await conn.close(CloseCode.SESSION_EXPIRED, flush=True)
-                return
-            warn_at = expires_at - self.settings.auth_expiry_warning_seconds
-            if now >= warn_at and warned_for != expires_at:
-                warned_for = expires_at
-                conn.send(
-                    protocol.AuthExpiring(
-                        payload=protocol.AuthExpiringPayload(expires_at=expires_at)
-                    )
+            )
+            conn.close_soon(CloseCode.SESSION_EXPIRED, flush=True)
+            return
+        if due is Due.WARN:
+            conn.warned_for = conn.token_expires_at
+            conn.send(
+                protocol.AuthExpiring(
+                    payload=protocol.AuthExpiringPayload(expires_at=conn.token_expires_at)
                 )
-            next_check = expires_at if warned_for == expires_at else warn_at
-            conn.session_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.05, next_check - now)):
-                    await conn.session_changed.wait()
+            )
+        # One timer per connection, no task: idle connections cost no ticks and no frames.
+        conn.session_timer = asyncio.get_running_loop().call_later(
+            max(0.05, at - time.time()), self._session_changed, conn
+        )
 
     # --- draining -------------------------------------------------------------------------
 
@@ -425,6 +447,12 @@ class Gateway:
             *(conn.close(CloseCode.SERVICE_RESTART, flush=True) for conn in connections),
             return_exceptions=True,
         )
+        # The grace periods of the calls these sockets were in are recorded before the
+        # node gives its calls up.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.ws_close_timeout_seconds):
+                while self._cleanups:
+                    await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
 
 def _bind_envelope(

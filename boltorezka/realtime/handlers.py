@@ -10,24 +10,24 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from boltorezka.context import Actor
-from boltorezka.errors import AppError, InvalidInput, RateLimited, Unauthenticated
+from boltorezka.errors import AppError, InvalidInput, RateLimited, RoomNotFound, Unauthenticated
 from boltorezka.ratelimit import TokenBucketLimiter
 from boltorezka.realtime import protocol
 from boltorezka.realtime.connection import Connection
 from boltorezka.realtime.hub import Hub
-from boltorezka.realtime.protocol import event_frame
 from boltorezka.rooms.service import require_member, resolve_access
 from boltorezka.runtime import Services
 from boltorezka.store import messages as message_store
 from boltorezka.store import rooms as room_store
-from boltorezka.store import users as user_store
 from boltorezka.store.records import Message
 
+# The presence directory keeps statuses as plain strings; these are the ones it holds.
+Observed = protocol.ObservedPresence
 HISTORY_BATCH = 200
 
 Handler = Callable[[Connection, Any], Awaitable[Any]]
@@ -96,11 +96,9 @@ class RequestHandlers:
     async def auth(self, conn: Connection, msg: protocol.Auth) -> protocol.AuthResult:
         if conn.authenticated:
             raise InvalidInput("this connection is already authenticated; use auth.refresh")
-        actor, expires_at = await self.services.auth.authenticate_until(msg.payload.token)
-        user = await user_store.get(self.services.pool, actor.user_id)
-        if user is None:
-            raise Unauthenticated("the account no longer exists")
-        rooms = await room_store.room_ids_for_user(self.services.pool, actor.user_id)
+        actor, expires_at, user, rooms = await self.services.auth.authenticate_connection(
+            msg.payload.token
+        )
         # Checked after the last await and right before the hub counts this connection, so
         # concurrent auths of one user cannot all pass the check and overshoot the cap.
         cap = self.services.settings.ws_max_per_user
@@ -111,7 +109,7 @@ class RequestHandlers:
         conn.user_id, conn.session_id = actor.user_id, actor.session_id
         conn.username = user.username
         conn.token_expires_at = expires_at
-        conn.session_changed.set()
+        conn.session_changed()
         self.hub.authenticated(conn, rooms)
         return protocol.AuthResult(
             user_id=actor.user_id,
@@ -134,7 +132,7 @@ class RequestHandlers:
         if actor != current:
             raise TokenMismatch()
         conn.token_expires_at = expires_at
-        conn.session_changed.set()
+        conn.session_changed()
         # Fresh TURN credentials with every refresh: a socket open for longer than their
         # lifetime keeps working ones without another request.
         return protocol.AuthRefreshResult(
@@ -165,8 +163,16 @@ class RequestHandlers:
         self.hub.add_membership(conn, room_id)
         try:
             await self.hub.routed(room_id)
-            cursor, replayed = await self._replay(conn, room_id, last_seq)
-            member_ids = await room_store.member_ids(pool, room_id)
+            cursor: int | None
+            if last_seq is None:
+                # A fresh join: the room's position and its members in one round trip.
+                snapshot = await room_store.last_seq_and_members(pool, room_id)
+                if snapshot is None:
+                    raise RoomNotFound()
+                (cursor, member_ids), replayed = snapshot, 0
+            else:
+                cursor, replayed = await self._replay(conn, room_id, last_seq)
+                member_ids = await room_store.member_ids(pool, room_id)
         except BaseException:
             # A failed join must not leave a subscription buffering events forever.
             self.hub.drop_subscription(conn, room_id)
@@ -175,27 +181,36 @@ class RequestHandlers:
             return _ALREADY_ACKED  # closed for resume during the replay; the client starts over
         # No await from here on: the ack, the snapshot and the buffered live events go out
         # in this order with nothing interleaved.
-        members = [{"userId": str(uid), "status": self.hub.presence_of(uid)} for uid in member_ids]
+        presence = protocol.RoomPresence(
+            payload=protocol.RoomPresencePayload(
+                room_id=room_id,
+                members=[
+                    protocol.PresenceMember(
+                        user_id=uid,
+                        status=cast(protocol.ObservedPresence, self.hub.presence_of(uid)),
+                    )
+                    for uid in member_ids
+                ],
+            )
+        )
         conn.send(
             protocol.ack(
                 msg.request_id,
                 protocol.RoomJoinResult(room_id=room_id, last_seq=cursor, replayed=replayed),
             )
         )
-        conn.send_raw(event_frame("room.presence", {"roomId": str(room_id), "members": members}))
+        conn.send(presence)
         self.hub.deliver_ready(conn, subscription, subscription.gate.start(cursor))
         if first_device:
             self.hub.room_joined(conn, room_id)
         return _ALREADY_ACKED
 
     async def _replay(
-        self, conn: Connection, room_id: uuid.UUID, last_seq: int | None
+        self, conn: Connection, room_id: uuid.UUID, last_seq: int
     ) -> tuple[int | None, int]:
         """Send what came after ``last_seq``; return the seq reached (None if the connection
         closed meanwhile) and how many messages were sent."""
         pool = self.services.pool
-        if last_seq is None:
-            return await room_store.room_last_seq(pool, room_id), 0
         cursor, replayed = last_seq, 0
         while True:
             batch = await message_store.page(

@@ -15,6 +15,8 @@ T = TypeVar("T")
 
 
 class SeqGate(Generic[T]):
+    __slots__ = ("_pending", "last_seq")  # one per subscription: many per node
+
     def __init__(self) -> None:
         self.last_seq: int | None = None  # None while buffering (before start)
         self._pending: dict[int, T] = {}

@@ -240,6 +240,19 @@ async def room_ids_for_user(conn: Executor, user_id: uuid.UUID) -> set[uuid.UUID
     return {r["room_id"] for r in rows}
 
 
+async def last_seq_and_members(
+    conn: Executor, room_id: uuid.UUID
+) -> tuple[int, list[uuid.UUID]] | None:
+    """The room's newest seq and its members' ids, in one round trip (a join's snapshot);
+    None if there is no such room."""
+    row = await conn.fetchrow(
+        "SELECT r.last_seq, ARRAY(SELECT m.user_id FROM room_members m WHERE m.room_id = r.id) "
+        "AS members FROM rooms r WHERE r.id = $1",
+        room_id,
+    )
+    return None if row is None else (int(row["last_seq"]), list(row["members"]))
+
+
 async def room_last_seq(conn: Executor, room_id: uuid.UUID) -> int:
     value: int = await conn.fetchval("SELECT last_seq FROM rooms WHERE id = $1", room_id)
     return value

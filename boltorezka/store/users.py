@@ -45,6 +45,25 @@ async def get(conn: Executor, user_id: uuid.UUID) -> User | None:
     return None if row is None else User.from_row(row)
 
 
+async def live_session_user(
+    conn: Executor, session_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[User, set[uuid.UUID]] | None:
+    """The user of a live device session, with the rooms they are a member of; None when
+    the session is not live (revoked, expired, or its user disabled). One round trip for
+    what a WebSocket ``auth`` needs."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join('u.' + c.strip() for c in _USER_COLUMNS.split(','))}, "
+        "ARRAY(SELECT m.room_id FROM room_members m JOIN rooms r ON r.id = m.room_id "
+        "      WHERE m.user_id = u.id AND r.deleted_at IS NULL) AS member_rooms "
+        "FROM device_sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > now() "
+        "AND u.disabled_at IS NULL",
+        session_id,
+        user_id,
+    )
+    return None if row is None else (User.from_row(row), set(row["member_rooms"]))
+
+
 async def credentials(conn: Executor, username: str) -> tuple[uuid.UUID, str, bool] | None:
     """The user's id, password hash and whether the account is disabled."""
     row = await conn.fetchrow(
