@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from boltorezka_client import BoltorezkaClient
+from websockets.asyncio.client import ClientConnection
 
 _counter = itertools.count(1)
 PASSWORD = "correct horse battery"
@@ -268,3 +273,21 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for: {what}")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def connected(url: str, token: str, **options: Any) -> AsyncIterator[BoltorezkaClient]:
+    """A scripted client without auto-reconnect, so close codes stay observable."""
+    client = BoltorezkaClient(url, token, reconnect=False, **options)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def wait_closed(ws: ClientConnection, timeout: float = 10.0) -> int | None:
+    """Wait (bounded) until the server closes ``ws``; return the close code it sent."""
+    async with asyncio.timeout(timeout):
+        await ws.wait_closed()
+    return ws.close_code

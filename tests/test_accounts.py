@@ -8,17 +8,12 @@ an operator's reset token works once, for a limited time, and signs every device
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
-from boltorezka_client import BoltorezkaClient
-from websockets.asyncio.client import ClientConnection
 
 from boltorezka.config import ConfigError, Settings
 from boltorezka.runtime import Services
@@ -30,11 +25,13 @@ from tests.helpers import (
     api_call,
     audit_rows,
     cli_env,
+    connected,
     create_room,
     post_message,
     register,
     run_cli,
     url_with_search_path,
+    wait_closed,
 )
 
 if TYPE_CHECKING:
@@ -42,23 +39,6 @@ if TYPE_CHECKING:
 
 Client = TestClient[Any, Any]
 NEW_PASSWORD = "a much better passphrase"
-
-
-@asynccontextmanager
-async def connected(url: str, token: str) -> AsyncIterator[BoltorezkaClient]:
-    """A scripted client without auto-reconnect, so close codes stay observable."""
-    c = BoltorezkaClient(url, token, reconnect=False)
-    await c.connect()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_closed(ws: ClientConnection, timeout: float = 10.0) -> int | None:
-    async with asyncio.timeout(timeout):
-        await ws.wait_closed()
-    return ws.close_code
 
 
 async def login(client: Client, account: Account, password: str = PASSWORD) -> tuple[int, Any]:

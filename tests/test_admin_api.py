@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,6 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 from boltorezka_client import BoltorezkaClient
-from websockets.asyncio.client import ClientConnection
 
 from boltorezka.admin.service import COMMAND_LINE
 from boltorezka.context import RequestInfo
@@ -29,10 +26,12 @@ from tests.helpers import (
     PASSWORD,
     Account,
     api_call,
+    connected,
     create_room,
     eventually,
     expect_problem,
     register,
+    wait_closed,
 )
 from tests.test_drain import _register
 from tests.test_drain import _start as start_node
@@ -53,22 +52,6 @@ async def make_operator(client: Client, services: Services, role: ServerRole = "
 
 def ws_url_of(client: Client) -> str:
     return f"ws://127.0.0.1:{client.server.port}/v1/ws"
-
-
-@asynccontextmanager
-async def connected(url: str, token: str) -> AsyncIterator[BoltorezkaClient]:
-    c = BoltorezkaClient(url, token, reconnect=False)
-    await c.connect()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_closed(ws: ClientConnection) -> int | None:
-    async with asyncio.timeout(PATIENCE):
-        await ws.wait_closed()
-    return ws.close_code
 
 
 async def login(client: Client, username: str, password: str = PASSWORD) -> Any:

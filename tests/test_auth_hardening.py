@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient
 from asyncpg.connection import LoggedQuery
 from boltorezka_client import BoltorezkaClient
 from boltorezka_client.client import NackError
-from websockets.asyncio.client import ClientConnection
 
 from boltorezka.api.keys import GATEWAY
 from boltorezka.auth.tokens import ALGORITHM, AUDIENCE, ISSUER
@@ -27,7 +26,15 @@ from boltorezka.realtime.closecodes import CloseCode
 from boltorezka.realtime.session_audit import SessionAudit
 from boltorezka.runtime import Services
 from tests.conftest import TEST_SECRET, make_client
-from tests.helpers import PASSWORD, Account, app_of, expect_problem, register
+from tests.helpers import (
+    PASSWORD,
+    Account,
+    app_of,
+    connected,
+    expect_problem,
+    register,
+    wait_closed,
+)
 
 Client = TestClient[Any, Any]
 # The audit interval of the apps in the socket tests: short, so a close comes quickly.
@@ -46,23 +53,6 @@ async def node(services: Services, **overrides: Any) -> AsyncIterator[Client]:
         yield c
     finally:
         await c.close()
-
-
-@asynccontextmanager
-async def connected(url: str, token: str) -> AsyncIterator[BoltorezkaClient]:
-    """A scripted client without auto-reconnect, so close codes stay observable."""
-    c = BoltorezkaClient(url, token, reconnect=False)
-    await c.connect()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_closed(ws: ClientConnection, timeout: float = 5.0) -> int | None:
-    async with asyncio.timeout(timeout):
-        await ws.wait_closed()
-    return ws.close_code
 
 
 async def refresh(client: Client, refresh_token: str) -> Any:

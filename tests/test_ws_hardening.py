@@ -45,8 +45,9 @@ from tests.helpers import (
     post_message,
     quick_accounts,
     register,
+    wait_closed,
 )
-from tests.test_ws_protocol import custom_app, problem_of, raw_socket, wait_closed, ws_url_of
+from tests.test_ws_protocol import custom_app, problem_of, raw_socket, ws_url_of
 
 if TYPE_CHECKING:
     from tests.conftest import TestDatabase

@@ -29,7 +29,15 @@ from websockets.exceptions import InvalidStatus
 from boltorezka.realtime import protocol
 from boltorezka.runtime import Services
 from tests.conftest import make_client
-from tests.helpers import PASSWORD, Account, add_member, create_room, register
+from tests.helpers import (
+    PASSWORD,
+    Account,
+    add_member,
+    connected,
+    create_room,
+    register,
+    wait_closed,
+)
 
 VECTORS = Path(__file__).resolve().parent.parent / "protocol" / "vectors"
 NACK_FIELDS = {"code", "message", "retryable", "retryAfterMs"}
@@ -53,24 +61,6 @@ async def custom_app(services: Services, **overrides: Any) -> AsyncIterator[Test
         yield c
     finally:
         await c.close()
-
-
-@asynccontextmanager
-async def connected(url: str, token: str, **kwargs: Any) -> AsyncIterator[BoltorezkaClient]:
-    """A scripted client without auto-reconnect, so close codes stay observable."""
-    c = BoltorezkaClient(url, token, reconnect=False, **kwargs)
-    await c.connect()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def wait_closed(ws: ClientConnection, timeout: float = 5.0) -> int | None:
-    """Wait (bounded) until the server closes ``ws``; return the close code it sent."""
-    async with asyncio.timeout(timeout):
-        await ws.wait_closed()
-    return ws.close_code
 
 
 async def login(client: TestClient[Any, Any], account: Account) -> Account:
