@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -52,30 +52,19 @@ class Services:
     # Password changes, account deletion and password resets.
     accounts: AccountService
     # Operators' requests to this node (a drain), over the bus, and the admin service.
-    node_control: NodeControl = field(init=False)
-    admin: AdminService = field(init=False)
+    node_control: NodeControl
+    admin: AdminService
     # Room bans, mutes and reports, on top of the room service.
-    moderation: ModerationService = field(init=False)
+    moderation: ModerationService
     # Operators' webhook endpoints, and this node's dispatcher of their deliveries.
-    webhooks: WebhookService = field(init=False)
-    webhook_dispatcher: Dispatcher = field(init=False)
+    webhooks: WebhookService
+    webhook_dispatcher: Dispatcher
     # Keeps an embedded PostgreSQL alive for as long as the services are.
     embedded_server: Any = None
     # The Redis the shared rate limits live in (None: each process keeps its own).
     redis: SharedRedis | None = None
     # Set when the process starts draining: /readyz answers 503 from then on.
     draining: bool = False
-
-    def __post_init__(self) -> None:
-        self.node_control = NodeControl(self.bus, self.hub.node_id, self.hub.directory)
-        self.admin = AdminService(
-            self.pool, self.auth, self.rooms, self.node_control, accounts=self.accounts
-        )
-        self.moderation = ModerationService(self.pool, self.rooms)
-        self.webhooks = WebhookService(self.pool, self.admin)
-        self.webhook_dispatcher = Dispatcher(
-            self.pool, self.metrics, Policy.from_settings(self.settings)
-        )
 
     @classmethod
     def build(
@@ -156,13 +145,21 @@ class Services:
             membership_ended=calls.membership_ended,
             reset_ttl_seconds=settings.password_reset_ttl_seconds,
         )
+        rooms = RoomService(pool, hub, membership_ended=calls.membership_ended)
+        node_control = NodeControl(bus, node_id, hub.directory)
+        admin = AdminService(pool, auth, rooms, node_control, accounts=accounts)
         return cls(
             settings=settings,
             pool=pool,
             metrics=metrics,
             auth=auth,
             accounts=accounts,
-            rooms=RoomService(pool, hub, membership_ended=calls.membership_ended),
+            rooms=rooms,
+            node_control=node_control,
+            admin=admin,
+            moderation=ModerationService(pool, rooms),
+            webhooks=WebhookService(pool, admin),
+            webhook_dispatcher=Dispatcher(pool, metrics, Policy.from_settings(settings)),
             messages=MessageService(
                 pool,
                 writer,
