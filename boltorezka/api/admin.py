@@ -22,6 +22,7 @@ from boltorezka.api.http import (
     no_content,
     path_uuid,
     query_int,
+    query_page,
     query_str,
     query_uuid,
     request_info,
@@ -63,9 +64,7 @@ async def _operator(request: web.Request, allowed: tuple[ServerRole, ...]) -> Ac
 
 
 def _page(request: web.Request) -> tuple[int, str | None]:
-    limit = query_int(request, "limit", PAGE_DEFAULT, low=1, high=PAGE_MAX)
-    assert limit is not None
-    return limit, query_str(request, "cursor", max_length=200)
+    return query_page(request, default=PAGE_DEFAULT, maximum=PAGE_MAX)
 
 
 def _query_time(request: web.Request, name: str) -> datetime | None:

@@ -98,6 +98,10 @@ def path_uuid(request: web.Request, name: str) -> uuid.UUID:
         raise InvalidInput(f"path parameter {name!r} must be a UUID", field=name) from None
 
 
+# The longest opaque page cursor accepted; the server's own are far shorter.
+CURSOR_MAX = 200
+
+
 def query_int(
     request: web.Request, name: str, default: int | None, *, low: int, high: int
 ) -> int | None:
@@ -111,6 +115,13 @@ def query_int(
     if not low <= value <= high:
         raise InvalidInput(f"query parameter {name!r} must be between {low} and {high}", field=name)
     return value
+
+
+def query_page(request: web.Request, *, default: int, maximum: int) -> tuple[int, str | None]:
+    """A keyset page's ``limit`` (1..maximum) and its opaque ``cursor``, as given."""
+    limit = query_int(request, "limit", default, low=1, high=maximum)
+    assert limit is not None
+    return limit, query_str(request, "cursor", max_length=CURSOR_MAX)
 
 
 def query_str(request: web.Request, name: str, *, max_length: int) -> str | None:

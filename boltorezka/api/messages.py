@@ -14,6 +14,7 @@ from boltorezka.api.http import (
     json_response,
     path_uuid,
     query_int,
+    query_page,
     query_str,
     query_uuid,
     request_info,
@@ -100,9 +101,8 @@ async def search(request: web.Request) -> web.Response:
     if not _SEARCH_QUERY.search(raw):
         raise InvalidInput("query parameter 'q' must contain more than spaces", field="q")
     query = raw.strip()
-    limit = query_int(request, "limit", 20, low=1, high=100)
-    assert limit is not None
-    position = cursor.decode(query_str(request, "cursor", max_length=200))
+    limit, raw_position = query_page(request, default=20, maximum=100)
+    position = cursor.decode(raw_position)
     found = await request.app[SERVICES].messages.search(
         me, query, room_id=query_uuid(request, "roomId"), limit=limit, cursor=position
     )

@@ -15,7 +15,7 @@ from boltorezka.api.http import (
     json_response,
     no_content,
     path_uuid,
-    query_int,
+    query_page,
     query_str,
     request_info,
 )
@@ -157,9 +157,7 @@ async def list_reports(request: web.Request) -> web.Response:
             f"query parameter 'status' must be one of {', '.join(REPORT_STATUSES)}",
             field="status",
         )
-    limit = query_int(request, "limit", PAGE_DEFAULT, low=1, high=PAGE_MAX)
-    assert limit is not None
-    position = query_str(request, "cursor", max_length=200)
+    limit, position = query_page(request, default=PAGE_DEFAULT, maximum=PAGE_MAX)
     page = await request.app[SERVICES].moderation.reports(me, room_id, raw, limit, position)
     return json_response(page)
 

@@ -19,7 +19,7 @@ from boltorezka.api.http import (
     json_response,
     no_content,
     path_uuid,
-    query_int,
+    query_page,
     query_str,
     request_info,
 )
@@ -62,9 +62,8 @@ async def list_my_rooms(request: web.Request) -> web.Response:
 async def list_public_rooms(request: web.Request) -> web.Response:
     actor(request)
     query = query_str(request, "q", max_length=200)
-    limit = query_int(request, "limit", 50, low=1, high=100)
-    assert limit is not None
-    position = cursor.decode(query_str(request, "cursor", max_length=200))
+    limit, raw_position = query_page(request, default=50, maximum=100)
+    position = cursor.decode(raw_position)
     rooms = await request.app[SERVICES].rooms.list_public(query, limit, position)
     next_cursor = cursor.encode(rooms[-1].created_at, rooms[-1].id) if len(rooms) == limit else None
     return json_response({"rooms": rooms, "nextCursor": next_cursor})
