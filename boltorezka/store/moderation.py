@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from boltorezka.store import Executor
 from boltorezka.store.records import Instant, Record
@@ -17,8 +17,6 @@ Resolution = Literal["actioned", "dismissed"]
 ReportStatus = Literal["open", "resolved", "all"]
 
 _ACTIVE = "(expires_at IS NULL OR expires_at > now())"
-_BAN_COLUMNS = "room_id, user_id, banned_by, reason, created_at, expires_at"
-_MUTE_COLUMNS = "room_id, user_id, muted_by, reason, created_at, expires_at"
 _REPORT_COLUMNS = (
     "id, room_id, message_id, reporter_id, sender_id, message_seq, message_body, reason, "
     "created_at, resolved_by, resolved_at, resolution, resolution_note"
@@ -70,7 +68,53 @@ def _expiry(duration_seconds: int | None) -> timedelta | None:
     return None if duration_seconds is None else timedelta(seconds=duration_seconds)
 
 
-# --- bans -----------------------------------------------------------------------------------
+# --- bans and mutes: one kind of row in two tables ----------------------------------------
+
+# The sanction tables and the column that names who imposed the sanction.
+_Table = Literal["room_bans", "room_mutes"]
+_BY_COLUMN: dict[_Table, str] = {"room_bans": "banned_by", "room_mutes": "muted_by"}
+
+
+async def _put(
+    conn: Executor,
+    table: _Table,
+    room_id: uuid.UUID,
+    user_id: uuid.UUID,
+    by: uuid.UUID,
+    reason: str,
+    duration_seconds: int | None,
+) -> Any:
+    """Impose (or impose again, replacing reason and expiry) from now; the row."""
+    by_column = _BY_COLUMN[table]
+    return await conn.fetchrow(
+        f"INSERT INTO {table} (room_id, user_id, {by_column}, reason, expires_at) "
+        f"VALUES ($1, $2, $3, $4, now() + $5::interval) "
+        f"ON CONFLICT (room_id, user_id) DO UPDATE SET {by_column} = EXCLUDED.{by_column}, "
+        f"reason = EXCLUDED.reason, created_at = now(), expires_at = EXCLUDED.expires_at "
+        f"RETURNING room_id, user_id, {by_column}, reason, created_at, expires_at",
+        room_id,
+        user_id,
+        by,
+        reason,
+        _expiry(duration_seconds),
+    )
+
+
+async def _in_force(conn: Executor, table: _Table, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    found = await conn.fetchval(
+        f"SELECT 1 FROM {table} WHERE room_id = $1 AND user_id = $2 AND {_ACTIVE}",
+        room_id,
+        user_id,
+    )
+    return found is not None
+
+
+async def _all_in_force(conn: Executor, table: _Table, room_id: uuid.UUID) -> list[Any]:
+    return await conn.fetch(
+        f"SELECT room_id, user_id, {_BY_COLUMN[table]}, reason, created_at, expires_at "
+        f"FROM {table} WHERE room_id = $1 AND {_ACTIVE} ORDER BY created_at DESC, user_id",
+        room_id,
+    )
 
 
 async def put_ban(
@@ -82,29 +126,14 @@ async def put_ban(
     duration_seconds: int | None,
 ) -> Ban:
     """Ban (or ban again, replacing reason and expiry) from now."""
-    row = await conn.fetchrow(
-        f"INSERT INTO room_bans AS b (room_id, user_id, banned_by, reason, expires_at) "
-        f"VALUES ($1, $2, $3, $4, now() + $5::interval) "
-        f"ON CONFLICT (room_id, user_id) DO UPDATE SET banned_by = EXCLUDED.banned_by, "
-        f"reason = EXCLUDED.reason, created_at = now(), expires_at = EXCLUDED.expires_at "
-        f"RETURNING {_BAN_COLUMNS}",
-        room_id,
-        user_id,
-        by,
-        reason,
-        _expiry(duration_seconds),
+    ban: Ban = Ban.from_row(
+        await _put(conn, "room_bans", room_id, user_id, by, reason, duration_seconds)
     )
-    ban: Ban = Ban.from_row(row)
     return ban
 
 
 async def is_banned(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    found = await conn.fetchval(
-        f"SELECT 1 FROM room_bans WHERE room_id = $1 AND user_id = $2 AND {_ACTIVE}",
-        room_id,
-        user_id,
-    )
-    return found is not None
+    return await _in_force(conn, "room_bans", room_id, user_id)
 
 
 async def lift_ban(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -113,15 +142,7 @@ async def lift_ban(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> bo
 
 
 async def bans(conn: Executor, room_id: uuid.UUID) -> list[Ban]:
-    rows = await conn.fetch(
-        f"SELECT {_BAN_COLUMNS} FROM room_bans WHERE room_id = $1 AND {_ACTIVE} "
-        f"ORDER BY created_at DESC, user_id",
-        room_id,
-    )
-    return [Ban.from_row(r) for r in rows]
-
-
-# --- mutes ----------------------------------------------------------------------------------
+    return [Ban.from_row(r) for r in await _all_in_force(conn, "room_bans", room_id)]
 
 
 async def put_mute(
@@ -132,29 +153,15 @@ async def put_mute(
     reason: str,
     duration_seconds: int | None,
 ) -> Mute:
-    row = await conn.fetchrow(
-        f"INSERT INTO room_mutes AS m (room_id, user_id, muted_by, reason, expires_at) "
-        f"VALUES ($1, $2, $3, $4, now() + $5::interval) "
-        f"ON CONFLICT (room_id, user_id) DO UPDATE SET muted_by = EXCLUDED.muted_by, "
-        f"reason = EXCLUDED.reason, created_at = now(), expires_at = EXCLUDED.expires_at "
-        f"RETURNING {_MUTE_COLUMNS}",
-        room_id,
-        user_id,
-        by,
-        reason,
-        _expiry(duration_seconds),
+    """Mute (or mute again, replacing reason and expiry) from now."""
+    mute: Mute = Mute.from_row(
+        await _put(conn, "room_mutes", room_id, user_id, by, reason, duration_seconds)
     )
-    mute: Mute = Mute.from_row(row)
     return mute
 
 
 async def is_muted(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    found = await conn.fetchval(
-        f"SELECT 1 FROM room_mutes WHERE room_id = $1 AND user_id = $2 AND {_ACTIVE}",
-        room_id,
-        user_id,
-    )
-    return found is not None
+    return await _in_force(conn, "room_mutes", room_id, user_id)
 
 
 async def lift_mute(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -163,12 +170,7 @@ async def lift_mute(conn: Executor, room_id: uuid.UUID, user_id: uuid.UUID) -> b
 
 
 async def mutes(conn: Executor, room_id: uuid.UUID) -> list[Mute]:
-    rows = await conn.fetch(
-        f"SELECT {_MUTE_COLUMNS} FROM room_mutes WHERE room_id = $1 AND {_ACTIVE} "
-        f"ORDER BY created_at DESC, user_id",
-        room_id,
-    )
-    return [Mute.from_row(r) for r in rows]
+    return [Mute.from_row(r) for r in await _all_in_force(conn, "room_mutes", room_id)]
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ async def resolve_report(
 
 async def _lift(
     conn: Executor,
-    table: Literal["room_bans", "room_mutes"],
+    table: _Table,
     room_id: uuid.UUID,
     user_id: uuid.UUID,
 ) -> bool:
